@@ -1,0 +1,1 @@
+"""HTTP: the FastAPI application that speaks FHIR REST over the layers below."""

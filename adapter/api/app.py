@@ -1,0 +1,124 @@
+"""The FastAPI application: HTTP in, FhirRequest to the router, FHIR out.
+
+All FHIR semantics live in adapter.rest; this module only reads the HTTP request
+(size limit, content type, format), calls the router and writes the response.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from ..config import Settings
+from ..fhir.errors import FhirError
+from ..fhir.search_params import SearchRegistry
+from ..rest.messages import FhirRequest, FhirResponse
+from ..rest.router import FhirRouter
+from ..security.caller import ANONYMOUS
+from ..store.database import make_engine, prepare
+from ..store.repository import Repository
+from . import formats
+
+log = logging.getLogger("adapter.api")
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    engine = make_engine(settings.database_url)
+    prepare(engine)
+    registry = SearchRegistry(settings.resource_types)
+    repo = Repository(engine, registry, settings.base_url)
+    router = FhirRouter(repo, settings, registry)
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="lac-fhir-adapter", description="FHIR R4 adapter for looked-after children's health",
+                  docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.router = router
+    app.state.engine = engine
+
+    @app.api_route("/fhir", methods=METHODS)
+    @app.api_route("/fhir/{path:path}", methods=METHODS)
+    async def fhir(request: Request, path: str = "") -> Response:
+        params = list(parse_qsl(request.url.query, keep_blank_values=True))
+        fmt, pretty = "json", False
+        try:
+            fmt = formats.response_format(_first(params, "_format"), request.headers.get("accept"))
+            pretty = _first(params, "_pretty") == "true"
+            base = settings.base_url or str(request.base_url).rstrip("/") + "/fhir"
+            fhir_req = await _read_request(request, path, params, settings)
+            result = await run_in_threadpool(router.handle, ANONYMOUS, fhir_req, base)
+            return _respond(result, fmt, pretty, head=request.method == "HEAD")
+        except FhirError as err:
+            return _error(err, fmt, pretty)
+        except Exception:  # noqa: BLE001 - a FHIR client must get an OperationOutcome, never HTML
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            err = FhirError(500, "exception", "internal server error; the request was not completed")
+            return _error(err, fmt, pretty)
+
+    return app
+
+
+async def _read_request(request: Request, path: str, params: list, settings: Settings) -> FhirRequest:
+    segments = [p for p in path.split("/") if p]
+    body = None
+    content_type = request.headers.get("content-type")
+    if request.method in ("POST", "PUT", "PATCH"):
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
+            raise _too_large(settings)
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > settings.max_body_bytes:
+                raise _too_large(settings)
+        kind = formats.media_type(content_type)
+        if kind == "application/x-www-form-urlencoded" and segments[-1:] == ["_search"]:
+            params = params + parse_qsl(data.decode("utf-8", "replace"), keep_blank_values=True)
+        elif data.strip():
+            body = formats.parse_body(bytes(data), content_type)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    return FhirRequest(method=request.method, path=segments, params=params, headers=headers,
+                       body=body, content_type=formats.media_type(content_type))
+
+
+def _too_large(settings: Settings) -> FhirError:
+    return FhirError(413, "too-costly", f"request body larger than {settings.max_body_bytes} bytes")
+
+
+def _first(params: list, name: str) -> str | None:
+    return next((v for k, v in params if k == name), None)
+
+
+def _respond(result: FhirResponse, fmt: str, pretty: bool, head: bool = False) -> Response:
+    headers = dict(result.headers)
+    media = formats.XML_CONTENT_TYPE if fmt == "xml" else formats.JSON_CONTENT_TYPE
+    if result.status == 304 or (result.resource is None and result.stored is None):
+        return Response(status_code=result.status, headers=headers)
+    if result.stored is not None and result.resource is None and fmt == "json" and not pretty:
+        content = result.stored.content  # the stored bytes, served as they are
+    else:
+        content = formats.render(result.body_resource(), fmt, pretty)
+    if head:
+        return Response(status_code=result.status, headers=headers, media_type=media)
+    return Response(content=content, status_code=result.status, headers=headers, media_type=media)
+
+
+def _error(err: FhirError, fmt: str, pretty: bool) -> Response:
+    headers = getattr(err, "headers", {})
+    try:
+        content = formats.render(err.outcome(), fmt, pretty)
+    except FhirError:
+        fmt, content = "json", formats.render(err.outcome(), "json", pretty)
+    media = formats.XML_CONTENT_TYPE if fmt == "xml" else formats.JSON_CONTENT_TYPE
+    return Response(content=content, status_code=err.status, headers=headers, media_type=media)
+
+
+

@@ -1,0 +1,113 @@
+"""The `lac-adapter` command: serve the FHIR API, manage the database, load data."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .config import load_settings
+
+app = typer.Typer(help="lac-fhir-adapter: FHIR R4 adapter for looked-after children's health.",
+                  no_args_is_help=True)
+db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+DatabaseOption = typer.Option(None, "--database", help="SQLAlchemy URL, e.g. sqlite:///var/a.db or "
+                                                       "postgresql+psycopg://host/db (default: config file)")
+
+
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+          port: int = typer.Option(8080, help="TCP port."),
+          database: Optional[str] = DatabaseOption,
+          load: list[Path] = typer.Option([], "--load", help="Load FHIR Bundles/resources from this file "
+                                                             "or folder before serving (repeatable).")) -> None:
+    """Start the FHIR server; the FHIR base is http://HOST:PORT/fhir."""
+    import uvicorn
+
+    from .api.app import create_app
+
+    settings = load_settings(database_url=database)
+    fhir_app = create_app(settings)
+    for path in load:
+        _load_into(fhir_app.state.router, path)
+    typer.echo(f"FHIR base: http://{host}:{port}/fhir   database: {_safe_url(settings.database_url)}")
+    uvicorn.run(fhir_app, host=host, port=port, log_level="info", access_log=False)
+
+
+@app.command("load")
+def load_cmd(paths: list[Path] = typer.Argument(..., help="Files or folders of FHIR JSON/XML."),
+             database: Optional[str] = DatabaseOption) -> None:
+    """Load FHIR resources or Bundles straight into the database (each file one transaction)."""
+    from .api.app import create_app
+
+    fhir_app = create_app(load_settings(database_url=database))
+    for path in paths:
+        _load_into(fhir_app.state.router, path)
+
+
+def _load_into(router, path: Path) -> None:
+    from .fhir import jsonio
+    from .fhir.errors import FhirError
+    from .rest.messages import FhirRequest
+    from .security.caller import SYSTEM
+
+    files = sorted(p for p in path.rglob("*") if p.suffix in (".json", ".xml")) if path.is_dir() else [path]
+    if not files:
+        typer.secho(f"{path}: no .json or .xml files", fg="red", err=True)
+        raise typer.Exit(2)
+    for file in files:
+        try:
+            data = file.read_bytes()
+            if file.suffix == ".xml":
+                from .fhir import xml as fhir_xml
+
+                resource = fhir_xml.parse_resource(data)
+            else:
+                resource = jsonio.loads_resource(data)
+            if resource["resourceType"] == "Bundle" and resource.get("type") in ("transaction", "batch"):
+                req = FhirRequest("POST", [], body=resource)
+            elif resource.get("id"):
+                req = FhirRequest("PUT", [resource["resourceType"], resource["id"]], body=resource)
+            else:
+                req = FhirRequest("POST", [resource["resourceType"]], body=resource)
+            router.handle(SYSTEM, req, "urn:lac-adapter:load")
+        except FhirError as err:
+            typer.secho(f"{file}: {err.status} {err.diagnostics}", fg="red", err=True)
+            raise typer.Exit(1)
+        except OSError as err:
+            typer.secho(f"{file}: {err}", fg="red", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"loaded {file}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(database: Optional[str] = DatabaseOption) -> None:
+    """Create or upgrade the database schema to this version of the adapter."""
+    from .store.database import make_engine, upgrade
+
+    settings = load_settings(database_url=database)
+    engine = make_engine(settings.database_url)
+    before, after = upgrade(engine)
+    engine.dispose()
+    if before == after:
+        typer.echo(f"schema already at version {after}")
+    else:
+        typer.echo(f"schema upgraded from version {before} to {after}")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def main() -> None:  # pragma: no cover
+    app(prog_name="lac-adapter")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

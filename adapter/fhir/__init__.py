@@ -1,0 +1,1 @@
+"""FHIR knowledge with no HTTP and no SQL: definitions, JSON/XML, errors, search parameters."""

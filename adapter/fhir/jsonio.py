@@ -1,0 +1,80 @@
+"""FHIR JSON in and out without losing decimal precision.
+
+FHIR forbids changing `2.00` into `2.0`, and float parsing does exactly that. We parse
+numbers with a fraction or exponent into Decimal and write them back with their own
+digits through orjson.Fragment. Nesting depth is bounded so a hostile body cannot
+exhaust the stack.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from .errors import bad_request
+
+MAX_DEPTH = 64
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return orjson.Fragment(str(value))
+    if isinstance(value, bytes):  # stored JSON text embedded as it is (rest.rawjson.RawJson)
+        return orjson.Fragment(bytes(value))
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dumps(value: Any, pretty: bool = False) -> bytes:
+    """Serialise to compact (or indented) UTF-8 JSON bytes."""
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    return orjson.dumps(value, default=_default, option=option)
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Depth of nested containers, stopping as soon as `limit` is exceeded."""
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        node, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                return deepest
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
+    return deepest
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse JSON, keeping decimals exact; malformed or too deep input is a 400."""
+    try:
+        value = json.loads(data, parse_float=Decimal, parse_constant=_reject_constant)
+    except RecursionError:
+        raise bad_request(f"JSON nesting deeper than {max_depth} levels", code="too-costly") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        detail = str(exc)
+        if isinstance(exc, json.JSONDecodeError):
+            detail = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise bad_request(f"malformed JSON: {detail}", code="structure") from None
+    if _depth(value, max_depth) > max_depth:
+        raise bad_request(f"JSON nesting deeper than {max_depth} levels", code="too-costly")
+    return value
+
+
+def loads_resource(data: bytes | str) -> dict:
+    """Parse a body that must be a JSON object with a resourceType."""
+    value = loads(data)
+    if not isinstance(value, dict):
+        raise bad_request("body must be a JSON object (a FHIR resource)", code="structure")
+    if not isinstance(value.get("resourceType"), str):
+        raise bad_request("resource has no resourceType", ["resourceType"], code="structure")
+    return value

@@ -1,0 +1,445 @@
+"""FHIR REST interactions: read, vread, create, update, patch, delete, history, search.
+
+Each interaction is a method taking the open store transaction and a FhirRequest, so the
+HTTP server and the batch/transaction processor share every rule here.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from email.utils import format_datetime, parsedate_to_datetime
+from urllib.parse import parse_qsl, urlencode
+
+import jsonpatch
+
+from ..config import Settings
+from ..fhir import jsonio
+from ..fhir.errors import FhirError, Issue, bad_request, not_found, operation_outcome
+from ..fhir.search_params import SearchRegistry, date_range
+from ..fhir.search_query import QueryParser, SearchQuery
+from ..security.caller import Caller
+from ..store.repository import Repository, Stored, Transaction
+from ..validation.structure import validate_structure
+from .messages import FhirRequest, FhirResponse
+from .rawjson import RawJson
+from .shaping import shape
+
+ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+ETAG_RE = re.compile(r'^\s*(?:W/)?"?([0-9]+)"?\s*$')
+NON_CRITERIA = {"_format", "_pretty"}
+
+
+class FhirRouter:
+    def __init__(self, repo: Repository, settings: Settings, registry: SearchRegistry):
+        self.repo = repo
+        self.settings = settings
+        self.registry = registry
+        self.parser = QueryParser(registry, settings.default_page_size, settings.max_page_size)
+        self.types = frozenset(settings.resource_types)
+
+    # -- entry point -------------------------------------------------------------
+    def handle(self, caller: Caller, req: FhirRequest, base: str) -> FhirResponse:
+        from . import bundles, capability
+
+        if req.path == [] and req.method == "POST":
+            return bundles.process(self, caller, req, base)
+        if req.path == ["metadata"]:
+            if req.method != "GET":
+                raise _method_not_allowed(req)
+            return FhirResponse(200, resource=capability.capability_statement(self, base))
+        write = req.method in ("POST", "PUT", "PATCH", "DELETE") and not _is_search(req)
+        with self.repo.transaction(caller, write=write) as tx:
+            return self.dispatch(tx, req, base)
+
+    def dispatch(self, tx: Transaction, req: FhirRequest, base: str) -> FhirResponse:
+        path, method = req.path, req.method
+        if not path:
+            if method == "GET":
+                return self.search(tx, req, base, None)
+            raise _method_not_allowed(req)
+        if path == ["_history"]:
+            return self._only(req, "GET") or self.history(tx, req, base, None, None)
+        if path == ["_search"]:
+            return self._only(req, "POST") or self.search(tx, req, base, None)
+        rtype = path[0]
+        self._check_type(rtype)
+        if len(path) == 1:
+            if method == "GET":
+                return self.search(tx, req, base, rtype)
+            if method == "POST":
+                return self.create(tx, req, base, rtype)
+            if method == "PUT":
+                return self.conditional_update(tx, req, base, rtype)
+            if method == "DELETE":
+                return self.conditional_delete(tx, req, base, rtype)
+            if method == "PATCH":
+                return self.conditional_patch(tx, req, base, rtype)
+            raise _method_not_allowed(req)
+        if len(path) == 2 and path[1] == "_search":
+            return self._only(req, "POST") or self.search(tx, req, base, rtype)
+        if len(path) == 2 and path[1] == "_history":
+            return self._only(req, "GET") or self.history(tx, req, base, rtype, None)
+        rid = path[1]
+        if not ID_RE.fullmatch(rid):
+            raise bad_request(f"'{rid}' is not a valid resource id", ["id"])
+        if len(path) == 2:
+            if method in ("GET", "HEAD"):
+                return self.read(tx, req, rtype, rid)
+            if method == "PUT":
+                return self.update(tx, req, base, rtype, rid)
+            if method == "DELETE":
+                return self.delete(tx, req, rtype, rid)
+            if method == "PATCH":
+                return self.patch(tx, req, base, rtype, rid)
+            raise _method_not_allowed(req)
+        if path[2] == "_history" and len(path) == 3:
+            return self._only(req, "GET") or self.history(tx, req, base, rtype, rid)
+        if path[2] == "_history" and len(path) == 4:
+            return self._only(req, "GET") or self.vread(tx, req, rtype, rid, path[3])
+        raise not_found(f"no such FHIR endpoint: {req.method} /{'/'.join(path)}")
+
+    @staticmethod
+    def _only(req: FhirRequest, *methods: str) -> None:
+        if req.method not in methods:
+            raise _method_not_allowed(req)
+        return None
+
+    def _check_type(self, rtype: str) -> None:
+        if rtype not in self.types:
+            raise not_found(f"resource type '{rtype}' is not supported by this server")
+
+    # -- read --------------------------------------------------------------------
+    def read(self, tx: Transaction, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
+        try:
+            stored = tx.read(rtype, rid)
+        except FhirError as err:
+            if err.status == 410 and hasattr(err, "stored"):
+                err.headers = {"ETag": err.stored.etag}  # type: ignore[attr-defined]
+            raise
+        return self._conditional_read(req, stored)
+
+    def vread(self, tx: Transaction, req: FhirRequest, rtype: str, rid: str, vid: str) -> FhirResponse:
+        return self._conditional_read(req, tx.vread(rtype, rid, vid))
+
+    def _conditional_read(self, req: FhirRequest, stored: Stored) -> FhirResponse:
+        headers = resource_headers(stored)
+        inm = req.header("if-none-match")
+        if inm and (inm.strip() == "*" or _parse_etag(inm) == stored.version_id):
+            return FhirResponse(304, headers=headers)
+        ims = req.header("if-modified-since")
+        if ims:
+            since = _parse_http_date(ims)
+            if since is not None and stored.last_updated.replace(microsecond=0) <= since:
+                return FhirResponse(304, headers=headers)
+        summary = _param(req, "_summary")
+        elements = _param(req, "_elements")
+        if summary or elements:
+            shaped = shape(stored.resource(), summary, elements.split(",") if elements else None)
+            return FhirResponse(200, resource=shaped, headers=headers)
+        return FhirResponse(200, stored=stored, headers=headers)
+
+    # -- create ------------------------------------------------------------------
+    def create(self, tx: Transaction, req: FhirRequest, base: str, rtype: str,
+               assigned_id: str | None = None) -> FhirResponse:
+        resource = self._body_resource(req, rtype)
+        criteria = req.header("if-none-exist")
+        query_criteria = [(k, v) for k, v in req.params if k not in NON_CRITERIA]
+        if query_criteria and not criteria:
+            criteria = urlencode(query_criteria)
+        if criteria:
+            matches = tx.find(self.criteria(rtype, criteria), limit=2)
+            if len(matches) > 1:
+                raise FhirError(412, "duplicate", f"If-None-Exist criteria '{criteria}' match "
+                                                  f"more than one {rtype}")
+            if matches:
+                existing = tx.read(rtype, matches[0].res_id)
+                return self._write_response(req, 200, existing, base)
+        resource.pop("id", None)
+        validate_structure(resource)
+        if assigned_id:
+            stored, _ = tx.update(rtype, assigned_id, resource, method="POST")
+        else:
+            stored = tx.create(resource)
+        return self._write_response(req, 201, stored, base)
+
+    # -- update ------------------------------------------------------------------
+    def update(self, tx: Transaction, req: FhirRequest, base: str, rtype: str, rid: str) -> FhirResponse:
+        resource = self._body_resource(req, rtype)
+        if resource.get("id") is None:
+            raise bad_request("the resource in an update must carry its id", [f"{rtype}.id"])
+        if resource["id"] != rid:
+            raise bad_request(f"resource id '{resource['id']}' does not match the URL id '{rid}'",
+                              [f"{rtype}.id"])
+        validate_structure(resource)
+        stored, created = tx.update(rtype, rid, resource, if_match=self._if_match(req))
+        return self._write_response(req, 201 if created else 200, stored, base)
+
+    def conditional_update(self, tx: Transaction, req: FhirRequest, base: str, rtype: str) -> FhirResponse:
+        criteria = [(k, v) for k, v in req.params if k not in NON_CRITERIA]
+        if not criteria:
+            raise _method_not_allowed(req)
+        resource = self._body_resource(req, rtype)
+        matches = tx.find(self.criteria(rtype, urlencode(criteria)), limit=2)
+        if len(matches) > 1:
+            raise FhirError(412, "multiple-matches", f"conditional update criteria match more than one {rtype}")
+        if matches:
+            rid = matches[0].res_id
+            if resource.get("id") not in (None, rid):
+                raise bad_request(f"resource id '{resource['id']}' does not match the matching "
+                                  f"resource {rtype}/{rid}", [f"{rtype}.id"])
+        else:
+            rid = resource.get("id") or _new_id()
+            if not ID_RE.fullmatch(str(rid)):
+                raise bad_request(f"'{rid}' is not a valid resource id", [f"{rtype}.id"])
+        resource["id"] = rid
+        validate_structure(resource)
+        stored, created = tx.update(rtype, rid, resource, if_match=self._if_match(req))
+        return self._write_response(req, 201 if created else 200, stored, base)
+
+    # -- patch -------------------------------------------------------------------
+    def patch(self, tx: Transaction, req: FhirRequest, base: str, rtype: str, rid: str) -> FhirResponse:
+        ops = req.body
+        if req.content_type not in ("application/json-patch+json", None) or not isinstance(ops, list):
+            raise FhirError(415, "not-supported", "PATCH takes a JSON Patch document "
+                                                  "(Content-Type: application/json-patch+json)")
+        current = tx.read(rtype, rid)
+        if_match = self._if_match(req)
+        if if_match is not None and if_match != current.version_id:
+            raise FhirError(412, "conflict", f"If-Match expected version {if_match} of {rtype}/{rid}, "
+                                             f"but it is at version {current.version_id}")
+        try:
+            patched = jsonpatch.JsonPatch(ops).apply(current.resource())
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise FhirError(422, "processing", f"JSON Patch test failed: {exc}") from None
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
+            raise bad_request(f"invalid JSON Patch: {exc}") from None
+        if patched.get("resourceType") != rtype or patched.get("id") != rid:
+            raise FhirError(422, "processing", "a patch may not change resourceType or id")
+        validate_structure(patched)
+        stored, _ = tx.update(rtype, rid, patched, if_match=current.version_id, method="PATCH")
+        return self._write_response(req, 200, stored, base)
+
+    def conditional_patch(self, tx: Transaction, req: FhirRequest, base: str, rtype: str) -> FhirResponse:
+        match = self._single_match(tx, req, rtype, "patch")
+        if match is None:
+            raise not_found(f"conditional patch criteria match no {rtype}")
+        return self.patch(tx, req, base, rtype, match.res_id)
+
+    # -- delete ------------------------------------------------------------------
+    def delete(self, tx: Transaction, req: FhirRequest, rtype: str, rid: str) -> FhirResponse:
+        tomb = tx.delete(rtype, rid, if_match=self._if_match(req))
+        headers = {"ETag": tomb.etag} if tomb else {}
+        return FhirResponse(204, headers=headers)
+
+    def conditional_delete(self, tx: Transaction, req: FhirRequest, rtype: str) -> FhirResponse:
+        match = self._single_match(tx, req, rtype, "delete")
+        if match is None:
+            return FhirResponse(204)
+        return self.delete(tx, req, rtype, match.res_id)
+
+    def _single_match(self, tx: Transaction, req: FhirRequest, rtype: str, what: str) -> Stored | None:
+        criteria = [(k, v) for k, v in req.params if k not in NON_CRITERIA]
+        if not criteria:
+            raise _method_not_allowed(req)
+        matches = tx.find(self.criteria(rtype, urlencode(criteria)), limit=2)
+        if len(matches) > 1:
+            raise FhirError(412, "multiple-matches", f"conditional {what} criteria match more than one {rtype}")
+        return matches[0] if matches else None
+
+    # -- search ------------------------------------------------------------------
+    def criteria(self, rtype: str, criteria: str) -> SearchQuery:
+        """Parse the criteria of a conditional interaction; unknown parameters are errors."""
+        criteria = criteria.split("?", 1)[1] if "?" in criteria else criteria
+        pairs = parse_qsl(criteria, keep_blank_values=True)
+        if not pairs:
+            raise bad_request(f"conditional criteria '{criteria}' are empty")
+        query = self.parser.parse(rtype, pairs, strict=True)
+        if not query.clauses:
+            raise bad_request(f"conditional criteria '{criteria}' select nothing")
+        return query
+
+    def search(self, tx: Transaction, req: FhirRequest, base: str, rtype: str | None) -> FhirResponse:
+        strict = "handling=strict" in (req.header("prefer") or "").replace(" ", "")
+        query = self.parser.parse(rtype, req.params, strict=strict)
+        result = tx.search(query)
+        bundle = {"resourceType": "Bundle", "type": "searchset"}
+        if result.total is not None:
+            bundle["total"] = result.total
+        bundle["link"] = self._page_links(base, rtype, query, result.total, len(result.matches))
+        entries = [self._entry(base, s, "match", query) for s in result.matches]
+        entries += [self._entry(base, s, "include", query) for s in result.included]
+        if result.warnings:
+            entries.append({"resource": operation_outcome(result.warnings), "search": {"mode": "outcome"}})
+        if entries:
+            bundle["entry"] = entries
+        return FhirResponse(200, resource=bundle)
+
+    def _entry(self, base: str, stored: Stored, mode: str, query: SearchQuery) -> dict:
+        if query.summary in (None, "false") and not query.elements:
+            resource = RawJson(stored.content)
+        else:
+            resource = shape(stored.resource(), query.summary, query.elements)
+        return {"fullUrl": f"{base}/{stored.res_type}/{stored.res_id}", "resource": resource,
+                "search": {"mode": mode}}
+
+    @staticmethod
+    def _page_links(base: str, rtype: str | None, query: SearchQuery, total: int | None, got: int) -> list:
+        count = query.count or 0
+        params = [(k, v) for k, v in query.raw if k != "_count"] + [("_count", str(count))]
+        path = f"{base}/{rtype}" if rtype else base
+
+        def url(offset: int) -> str:
+            return f"{path}?{urlencode(params + ([('_offset', str(offset))] if offset else []))}"
+
+        links = [{"relation": "self", "url": url(query.offset)}]
+        if query.summary == "count":
+            return links
+        links.append({"relation": "first", "url": url(0)})
+        if query.offset > 0 and count:
+            links.append({"relation": "previous", "url": url(max(0, query.offset - count))})
+        more = (total is not None and query.offset + got < total) or (total is None and got == count and count)
+        if more and count:
+            links.append({"relation": "next", "url": url(query.offset + count)})
+        if total is not None and count:
+            links.append({"relation": "last", "url": url(max(0, (total - 1) // count * count))})
+        return links
+
+    # -- history -----------------------------------------------------------------
+    def history(self, tx: Transaction, req: FhirRequest, base: str, rtype: str | None,
+                rid: str | None) -> FhirResponse:
+        if rid is not None:
+            tx.current(rtype, rid) or _raise(not_found(f"{rtype}/{rid} is not known"))
+        count = self.settings.default_page_size
+        offset, since, at = 0, None, None
+        extra = []
+        for key, value in req.params:
+            if key == "_count":
+                count = min(_int_param(key, value), self.settings.max_page_size)
+            elif key == "_offset":
+                offset = _int_param(key, value)
+            elif key in ("_since", "_at"):
+                rng = date_range(value)
+                if rng is None:
+                    raise bad_request(f"{key} must be a FHIR instant, not '{value}'", [key])
+                if key == "_since":
+                    since = rng.low
+                else:
+                    at = rng.high
+                extra.append((key, value))
+        versions, total = tx.history(rtype, rid, since, at, count, offset)
+        path = "/".join(p for p in (base, rtype, rid) if p) + "/_history"
+
+        def url(off: int) -> str:
+            return f"{path}?{urlencode(extra + [('_count', str(count))] + ([('_offset', str(off))] if off else []))}"
+
+        links = [{"relation": "self", "url": url(offset)}, {"relation": "first", "url": url(0)}]
+        if offset > 0:
+            links.append({"relation": "previous", "url": url(max(0, offset - count))})
+        if offset + count < total:
+            links.append({"relation": "next", "url": url(offset + count)})
+        entries = [self._history_entry(base, v) for v in versions]
+        bundle = {"resourceType": "Bundle", "type": "history", "total": total, "link": links}
+        if entries:
+            bundle["entry"] = entries
+        return FhirResponse(200, resource=bundle)
+
+    @staticmethod
+    def _history_entry(base: str, v: Stored) -> dict:
+        method = v.method or "PUT"
+        url = v.res_type if method == "POST" else f"{v.res_type}/{v.res_id}"
+        status = {"POST": "201 Created", "DELETE": "204 No Content"}.get(method, "200 OK")
+        if method == "PUT" and v.version_id == 1:
+            status = "201 Created"
+        entry: dict = {"fullUrl": f"{base}/{v.res_type}/{v.res_id}"}
+        if v.content is not None:
+            entry["resource"] = RawJson(v.content)
+        entry["request"] = {"method": method, "url": url}
+        entry["response"] = {"status": status, "etag": v.etag, "lastModified": v.last_updated_instant}
+        return entry
+
+    # -- helpers -----------------------------------------------------------------
+    def _body_resource(self, req: FhirRequest, rtype: str) -> dict:
+        body = req.body
+        if not isinstance(body, dict):
+            raise bad_request(f"the request needs a {rtype} resource as its body", code="required")
+        if body.get("resourceType") != rtype:
+            raise bad_request(f"body is a {body.get('resourceType')!r}, but the URL is for {rtype}",
+                              ["resourceType"])
+        return body
+
+    @staticmethod
+    def _if_match(req: FhirRequest) -> int | None:
+        value = req.header("if-match")
+        if value is None:
+            return None
+        version = _parse_etag(value)
+        if version is None:
+            raise bad_request(f"If-Match must be an ETag like W/\"3\", not '{value}'")
+        return version
+
+    def _write_response(self, req: FhirRequest, status: int, stored: Stored, base: str) -> FhirResponse:
+        headers = resource_headers(stored)
+        headers["Location"] = f"{base}/{stored.res_type}/{stored.res_id}/_history/{stored.version_id}"
+        prefer = (req.header("prefer") or "").replace(" ", "")
+        if "return=minimal" in prefer:
+            return FhirResponse(status, headers=headers)
+        if "return=OperationOutcome" in prefer:
+            verb = "created" if status == 201 else "stored"
+            outcome = operation_outcome([Issue("informational", f"{stored.res_type}/{stored.res_id} {verb} "
+                                                                f"as version {stored.version_id}",
+                                               severity="information")])
+            return FhirResponse(status, resource=outcome, headers=headers)
+        return FhirResponse(status, stored=stored, headers=headers)
+
+
+def resource_headers(stored: Stored) -> dict[str, str]:
+    moment = stored.last_updated.replace(tzinfo=timezone.utc)
+    return {"ETag": stored.etag, "Last-Modified": format_datetime(moment, usegmt=True)}
+
+
+def _is_search(req: FhirRequest) -> bool:
+    return req.method == "POST" and bool(req.path) and req.path[-1] == "_search"
+
+
+def _param(req: FhirRequest, name: str) -> str | None:
+    for key, value in req.params:
+        if key == name:
+            return value
+    return None
+
+
+def _parse_etag(value: str) -> int | None:
+    m = ETAG_RE.match(value)
+    return int(m.group(1)) if m else None
+
+
+def _parse_http_date(value: str) -> datetime | None:
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        rng = date_range(value)
+        return rng.low if rng else None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment
+
+
+def _int_param(name: str, value: str) -> int:
+    if not value.isdigit():
+        raise bad_request(f"{name} must be a non-negative integer, not '{value}'", [name])
+    return int(value)
+
+
+def _new_id() -> str:
+    import uuid
+
+    return str(uuid.uuid4())
+
+
+def _raise(err: Exception):
+    raise err
+
+
+def _method_not_allowed(req: FhirRequest) -> FhirError:
+    return FhirError(405, "not-supported", f"{req.method} is not allowed on /{'/'.join(req.path)}")

@@ -1,0 +1,1 @@
+"""Who is asking: the caller identity every store operation receives."""

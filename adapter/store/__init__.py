@@ -1,0 +1,1 @@
+"""Persistence: tables, schema upgrades, the repository and the SQL for search."""

@@ -1,0 +1,91 @@
+"""Engines for SQLite (embedded default) and PostgreSQL, and schema upgrades.
+
+SQLite runs in WAL mode and takes its write lock when a write transaction begins
+(BEGIN IMMEDIATE), so two writers queue instead of failing half-way through.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy import Engine, create_engine, event, inspect, select
+from sqlalchemy.engine import Connection, make_url
+from sqlmodel import SQLModel
+
+from . import tables
+
+SCHEMA_VERSION = 1
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_size=8, max_overflow=8)
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # pragma: no cover - exercised by every test
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def _create_v1(conn: Connection) -> None:
+    SQLModel.metadata.create_all(conn)
+
+
+# Ordered upgrade steps: (version reached, function). A new schema change appends a step.
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _create_v1)]
+
+
+def current_version(conn: Connection) -> int:
+    if not inspect(conn).has_table(tables.SchemaVersion.__tablename__):
+        return 0
+    versions = conn.execute(select(tables.SchemaVersion.__table__.c.version)).scalars().all()
+    return max(versions, default=0)
+
+
+def upgrade(engine: Engine) -> tuple[int, int]:
+    """Bring the schema to SCHEMA_VERSION; returns (version before, version after)."""
+    with engine.connect().execution_options(write=True) as conn:
+        with conn.begin():
+            before = current_version(conn)
+            for version, step in MIGRATIONS:
+                if version > before:
+                    step(conn)
+                    conn.execute(tables.SchemaVersion.__table__.insert().values(
+                        version=version, applied=datetime.now(timezone.utc).replace(tzinfo=None)))
+            return before, max(before, SCHEMA_VERSION)
+
+
+def prepare(engine: Engine) -> None:
+    """On start: create the schema in an empty database; refuse an outdated one."""
+    with engine.connect() as conn:
+        version = current_version(conn)
+        conn.rollback()
+    if version == 0:
+        upgrade(engine)
+    elif version < SCHEMA_VERSION:
+        raise RuntimeError(f"database schema is at version {version}, this adapter needs "
+                           f"{SCHEMA_VERSION}: run `lac-adapter db upgrade`")

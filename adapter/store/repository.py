@@ -1,0 +1,344 @@
+"""The repository: versioned FHIR resources, their history, and search, over SQL.
+
+Every operation runs inside a `Transaction` that knows its caller. Reads of resource
+rows (read, vread, search matches, includes, history) all pass through `_visible`,
+the one place where access rules apply to what leaves the store.
+"""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Iterator
+
+from sqlalchemy import Engine, and_, delete, false, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from ..fhir import jsonio
+from ..fhir.errors import FhirError, Issue, not_found
+from ..fhir.search_params import SearchRegistry
+from ..fhir.search_query import Include, SearchQuery
+from ..security.caller import Caller
+from . import search_sql
+from .indexing import index_rows
+from .tables import INDEX_TABLES, resource_table, version_table
+
+R = resource_table
+V = version_table
+REF = INDEX_TABLES["reference"]
+DISTINCT_INDEX_TABLES = tuple({id(t): t for t in INDEX_TABLES.values()}.values())
+MAX_INCLUDED = 1000
+
+
+def format_instant(moment: datetime) -> str:
+    """FHIR instant in UTC with microseconds, from a naive-UTC datetime."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
+
+
+@dataclass
+class Stored:
+    """One stored version of a resource, with the JSON bytes exactly as stored."""
+
+    res_type: str
+    res_id: str
+    version_id: int
+    last_updated: datetime
+    content: bytes | None
+    deleted: bool = False
+    method: str | None = None
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+    @property
+    def last_updated_instant(self) -> str:
+        return format_instant(self.last_updated)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.res_type, self.res_id
+
+    def resource(self) -> dict:
+        return jsonio.loads(self.content) if self.content is not None else {}
+
+
+@dataclass
+class SearchResult:
+    matches: list[Stored]
+    included: list[Stored] = field(default_factory=list)
+    total: int | None = None
+    warnings: list[Issue] = field(default_factory=list)
+
+
+class Repository:
+    def __init__(self, engine: Engine, registry: SearchRegistry, base_url: str | None = None):
+        self.engine = engine
+        self.registry = registry
+        self.base_url = base_url
+        self._lock_rows = engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def transaction(self, caller: Caller, write: bool = True) -> Iterator["Transaction"]:
+        """One database transaction: everything inside commits together or not at all."""
+        with self.engine.connect().execution_options(write=write) as conn:
+            with conn.begin():
+                yield Transaction(self, conn, caller)
+
+
+class Transaction:
+    def __init__(self, repo: Repository, conn: Connection, caller: Caller):
+        self.repo = repo
+        self.conn = conn
+        self.caller = caller
+
+    # -- access ------------------------------------------------------------------
+    def _visible(self, rows: list[Stored]) -> list[Stored]:
+        """The resources of `rows` that the caller may see (all of them, for now).
+
+        Access and consent rules belong here and nowhere else: every path that returns
+        stored resources to a caller funnels through this method.
+        """
+        return rows
+
+    # -- reads -------------------------------------------------------------------
+    def read(self, rtype: str, rid: str) -> Stored:
+        row = self.conn.execute(select(R).where(R.c.res_type == rtype, R.c.res_id == rid)).first()
+        if row is None or not self._visible([_stored(row)]):
+            raise not_found(f"{rtype}/{rid} is not known")
+        stored = _stored(row)
+        if stored.deleted:
+            err = FhirError(410, "deleted", f"{rtype}/{rid} was deleted")
+            err.stored = stored  # type: ignore[attr-defined]
+            raise err
+        return stored
+
+    def vread(self, rtype: str, rid: str, version: str) -> Stored:
+        if not version.isdigit():
+            raise not_found(f"{rtype}/{rid} has no version '{version}'")
+        row = self.conn.execute(select(V).where(V.c.res_type == rtype, V.c.res_id == rid,
+                                                V.c.version_id == int(version))).first()
+        if row is None or not self._visible([_stored(row)]):
+            raise not_found(f"{rtype}/{rid} has no version {version}")
+        stored = _stored(row)
+        if stored.deleted:
+            raise FhirError(410, "deleted", f"version {version} of {rtype}/{rid} is a deletion")
+        return stored
+
+    def current(self, rtype: str, rid: str) -> Stored | None:
+        """The current row, deleted or not, or None; for conditional logic inside writes."""
+        row = self.conn.execute(select(R).where(R.c.res_type == rtype, R.c.res_id == rid)).first()
+        if row is None:
+            return None
+        return (self._visible([_stored(row)]) or [None])[0]
+
+    # -- writes ------------------------------------------------------------------
+    def create(self, resource: dict, method: str = "POST") -> Stored:
+        rid = str(uuid.uuid4())
+        return self._write(resource["resourceType"], rid, resource, method, None, must_be_new=True)[0]
+
+    def update(self, rtype: str, rid: str, resource: dict, if_match: int | None = None,
+               method: str = "PUT") -> tuple[Stored, bool]:
+        """Write a new version (or the first one, update-as-create); returns (stored, created)."""
+        return self._write(rtype, rid, resource, method, if_match)
+
+    def delete(self, rtype: str, rid: str, if_match: int | None = None) -> Stored | None:
+        """Write a tombstone version; None if there was nothing to delete."""
+        current = self._lock(rtype, rid)
+        if if_match is not None and (current is None or current.deleted or current.version_id != if_match):
+            raise _version_conflict(rtype, rid, if_match, current)
+        if current is None or current.deleted:
+            return None
+        now = self._now(current)
+        version = current.version_id + 1
+        self.conn.execute(update(R).where(R.c.res_type == rtype, R.c.res_id == rid).values(
+            version_id=version, last_updated=now, deleted=True, content=None))
+        self.conn.execute(insert(V).values(res_type=rtype, res_id=rid, version_id=version,
+                                           last_updated=now, method="DELETE", deleted=True, content=None))
+        self._clear_index(rtype, rid)
+        return Stored(rtype, rid, version, now, None, deleted=True, method="DELETE")
+
+    def _lock(self, rtype: str, rid: str) -> Stored | None:
+        stmt = select(R).where(R.c.res_type == rtype, R.c.res_id == rid)
+        if self.repo._lock_rows:
+            stmt = stmt.with_for_update()
+        row = self.conn.execute(stmt).first()
+        return _stored(row) if row is not None else None
+
+    @staticmethod
+    def _now(previous: Stored | None) -> datetime:
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        if previous is not None and now <= previous.last_updated:
+            now = previous.last_updated + timedelta(microseconds=1)
+        return now
+
+    def _write(self, rtype: str, rid: str, resource: dict, method: str, if_match: int | None,
+               must_be_new: bool = False) -> tuple[Stored, bool]:
+        current = None if must_be_new else self._lock(rtype, rid)
+        if if_match is not None and (current is None or current.deleted or current.version_id != if_match):
+            raise _version_conflict(rtype, rid, if_match, current)
+        version = current.version_id + 1 if current else 1
+        now = self._now(current)
+        body = _with_meta(resource, rid, version, format_instant(now))
+        content = jsonio.dumps(body)
+        try:
+            if current is None:
+                self.conn.execute(insert(R).values(res_type=rtype, res_id=rid, version_id=version,
+                                                   last_updated=now, deleted=False, content=content))
+            else:
+                self.conn.execute(update(R).where(R.c.res_type == rtype, R.c.res_id == rid).values(
+                    version_id=version, last_updated=now, deleted=False, content=content))
+            self.conn.execute(insert(V).values(res_type=rtype, res_id=rid, version_id=version,
+                                               last_updated=now, method=method, deleted=False,
+                                               content=content))
+        except IntegrityError:
+            raise FhirError(409, "conflict", f"{rtype}/{rid} was changed by another request at the "
+                                             "same time; retry") from None
+        if current is not None:
+            self._clear_index(rtype, rid)
+        for table, rows in index_rows(self.repo.registry, body, self.repo.base_url).items():
+            self.conn.execute(insert(table), rows)
+        resource.clear()
+        resource.update(body)
+        created = current is None or current.deleted
+        return Stored(rtype, rid, version, now, content, method=method), created
+
+    def _clear_index(self, rtype: str, rid: str) -> None:
+        for table in DISTINCT_INDEX_TABLES:
+            self.conn.execute(delete(table).where(table.c.res_type == rtype, table.c.res_id == rid))
+
+    # -- search ------------------------------------------------------------------
+    def _where(self, query: SearchQuery) -> list:
+        rtype = query.resource_type
+        return [search_sql.clause_condition(c, rtype, R.c.res_id, self.repo.base_url)
+                for c in query.clauses]
+
+    def search(self, query: SearchQuery) -> SearchResult:
+        rtype = query.resource_type
+        conds = self._where(query)
+        result = SearchResult(matches=[], warnings=list(query.warnings))
+        if query.total != "none" or query.summary == "count":
+            count_stmt = select(func.count()).select_from(R).where(
+                R.c.deleted == false(), *([R.c.res_type == rtype] if rtype else []), *conds)
+            result.total = self.conn.execute(count_stmt).scalar_one()
+        if query.summary == "count" or query.count == 0:
+            return result
+        stmt = search_sql.base_select(rtype).where(*conds)
+        order = []
+        for code, desc in query.sort:
+            if code == "_id":
+                col = R.c.res_id
+            elif code == "_lastUpdated":
+                col = R.c.last_updated
+            else:
+                col = search_sql.sort_key(rtype, self.repo.registry.get(rtype, code), desc)
+            order.append(col.desc() if desc else col.asc())
+        order += [R.c.last_updated.asc(), R.c.res_type.asc(), R.c.res_id.asc()]
+        stmt = stmt.order_by(*order).limit(query.count).offset(query.offset)
+        rows = [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.content)
+                for r in self.conn.execute(stmt)]
+        result.matches = self._visible(rows)
+        if query.includes and result.matches:
+            result.included = self._includes(result.matches, query.includes)
+        return result
+
+    def find(self, query: SearchQuery, limit: int = 2) -> list[Stored]:
+        """Matches of a conditional operation's criteria (at most `limit`)."""
+        stmt = search_sql.base_select(query.resource_type).where(*self._where(query)).limit(limit)
+        rows = [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.content)
+                for r in self.conn.execute(stmt)]
+        return self._visible(rows)
+
+    def _includes(self, matches: list[Stored], includes: list[Include]) -> list[Stored]:
+        seen = {s.key for s in matches}
+        frontier = matches
+        included: list[Stored] = []
+        first = True
+        while frontier and len(included) < MAX_INCLUDED:
+            keys: set[tuple[str, str]] = set()
+            for inc in includes:
+                if not first and not inc.iterate:
+                    continue
+                keys |= self._reverse_keys(inc, frontier) if inc.reverse else self._forward_keys(inc, frontier)
+            new_keys = keys - seen
+            seen |= new_keys
+            frontier = self._load(sorted(new_keys)[: MAX_INCLUDED - len(included)])
+            included.extend(frontier)
+            first = False
+        return included
+
+    def _forward_keys(self, inc: Include, frontier: list[Stored]) -> set[tuple[str, str]]:
+        ids = [s.res_id for s in frontier if s.res_type == inc.source_type]
+        if not ids:
+            return set()
+        stmt = select(REF.c.target_type, REF.c.target_id).where(
+            REF.c.res_type == inc.source_type, REF.c.res_id.in_(ids), REF.c.target_id.is_not(None))
+        if inc.param:
+            stmt = stmt.where(REF.c.param == inc.param)
+        if inc.target_type:
+            stmt = stmt.where(REF.c.target_type == inc.target_type)
+        return {(t, i) for t, i in self.conn.execute(stmt)}
+
+    def _reverse_keys(self, inc: Include, frontier: list[Stored]) -> set[tuple[str, str]]:
+        by_type: dict[str, list[str]] = {}
+        for s in frontier:
+            by_type.setdefault(s.res_type, []).append(s.res_id)
+        targets = or_(*[and_(REF.c.target_type == t, REF.c.target_id.in_(ids)) for t, ids in by_type.items()])
+        stmt = select(REF.c.res_type, REF.c.res_id).where(REF.c.res_type == inc.source_type, targets)
+        if inc.param:
+            stmt = stmt.where(REF.c.param == inc.param)
+        return {(t, i) for t, i in self.conn.execute(stmt)}
+
+    def _load(self, keys: list[tuple[str, str]]) -> list[Stored]:
+        if not keys:
+            return []
+        by_type: dict[str, list[str]] = {}
+        for t, i in keys:
+            by_type.setdefault(t, []).append(i)
+        stmt = search_sql.base_select(None).where(
+            or_(*[and_(R.c.res_type == t, R.c.res_id.in_(ids)) for t, ids in by_type.items()]))
+        rows = [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.content)
+                for r in self.conn.execute(stmt)]
+        return self._visible(rows)
+
+    # -- history -----------------------------------------------------------------
+    def history(self, rtype: str | None, rid: str | None, since: datetime | None, at: datetime | None,
+                count: int, offset: int) -> tuple[list[Stored], int]:
+        conds = []
+        if rtype:
+            conds.append(V.c.res_type == rtype)
+        if rid:
+            conds.append(V.c.res_id == rid)
+        if since:
+            conds.append(V.c.last_updated >= since)
+        if at:
+            conds.append(V.c.last_updated <= at)
+        total = self.conn.execute(select(func.count()).select_from(V).where(*conds)).scalar_one()
+        stmt = select(V).where(*conds).order_by(V.c.seq.desc()).limit(count).offset(offset)
+        rows = [_stored(r) for r in self.conn.execute(stmt)]
+        return self._visible(rows), total
+
+
+def _stored(row) -> Stored:
+    return Stored(row.res_type, row.res_id, row.version_id, row.last_updated, row.content,
+                  deleted=bool(row.deleted), method=getattr(row, "method", None))
+
+
+def _with_meta(resource: dict, rid: str, version: int, instant: str) -> dict:
+    """The resource with id and meta.versionId/lastUpdated set, id and meta first."""
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = instant
+    body = {"resourceType": resource["resourceType"], "id": rid, "meta": meta}
+    for key, value in resource.items():
+        if key not in body:
+            body[key] = value
+    return body
+
+
+def _version_conflict(rtype: str, rid: str, expected: int, current: Stored | None) -> FhirError:
+    have = "does not exist" if current is None or current.deleted else f"is at version {current.version_id}"
+    return FhirError(412, "conflict", f"If-Match expected version {expected} of {rtype}/{rid}, but it {have}")

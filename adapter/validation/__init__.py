@@ -1,0 +1,1 @@
+"""Validation of what partners send: structure now, profiles and questionnaires on top."""
