@@ -280,7 +280,7 @@ def _schema() -> _Schema:
 # --------------------------------------------------------------------------- error paths
 
 def _local_name(tag: Any) -> str:
-    return tag.rpartition("}")[2] if isinstance(tag, str) else str(tag)
+    return tag.rpartition("}")[2] if isinstance(tag, str) else "(non-element node)"
 
 
 def _namespace(tag: str) -> str:
@@ -435,7 +435,7 @@ def _check_text(el: Any, text: str | None) -> None:
 def _unknown_child(child: Any, parent: Any, ctx: _Context | None) -> FhirError:
     tag = child.tag
     if not isinstance(tag, str):
-        return _xml_error(child, f"unexpected {_local_name(tag)} node in {_element_path(parent)}",
+        return _xml_error(child, f"unexpected non-element node in {_element_path(parent)}",
                           path=_element_path(parent))
     namespace = _namespace(tag)
     local = _local_name(tag)
@@ -479,8 +479,6 @@ def _parse_children(el: Any, ctx: _Context, out: dict) -> None:
             if child.repeats:
                 values = out.get(name)
                 if values is None:
-                    if child.uname in out:
-                        raise _duplicate(node, el, child)
                     values = out[name] = []
                     metas = out[child.uname] = []
                     if repeating_primitives is None:
@@ -593,9 +591,8 @@ def _parse_primitive(el: Any, child: _Child) -> tuple[Any, dict | None]:
 
 def _parse_contained(el: Any, child: _Child) -> dict:
     """`<contained><Patient>..</Patient></contained>`: the single child is the resource."""
-    if el.attrib:
-        key = next(iter(el.attrib))
-        if key not in _IGNORED_ATTRS or len(el.attrib) > 1:
+    for key in el.attrib:
+        if key not in _IGNORED_ATTRS:
             raise _xml_error(el, f"unknown attribute '{_local_name(key)}' on {_element_path(el)}")
     _check_text(el, el.text)
     count = len(el)

@@ -38,7 +38,7 @@ def process(router, caller: Caller, req: FhirRequest, base: str) -> FhirResponse
     if kind == "batch":
         responses = [_batch_entry(router, caller, r, base) for r in requests]
     else:
-        with router.repo.transaction(caller, write=True) as tx:
+        with router.repo.transaction(caller, write=True, base_url=base) as tx:
             responses = _transaction(router, tx, requests, entries, base)
     out = {"resourceType": "Bundle", "type": f"{kind}-response",
            "entry": [_response_entry(r, base) for r in responses]}
@@ -103,7 +103,7 @@ def _is_nested_bundle(req: FhirRequest) -> bool:
 
 def _in_own_tx(router, caller: Caller, req: FhirRequest, base: str) -> FhirResponse:
     write = req.method in ("POST", "PUT", "PATCH", "DELETE")
-    with router.repo.transaction(caller, write=write) as tx:
+    with router.repo.transaction(caller, write=write, base_url=base) as tx:
         return router.dispatch(tx, req, base)
 
 

@@ -49,7 +49,7 @@ class FhirRouter:
                 raise _method_not_allowed(req)
             return FhirResponse(200, resource=capability.capability_statement(self, base))
         write = req.method in ("POST", "PUT", "PATCH", "DELETE") and not _is_search(req)
-        with self.repo.transaction(caller, write=write) as tx:
+        with self.repo.transaction(caller, write=write, base_url=base) as tx:
             return self.dispatch(tx, req, base)
 
     def dispatch(self, tx: Transaction, req: FhirRequest, base: str) -> FhirResponse:

@@ -20,7 +20,7 @@ def _mark(resource: dict) -> dict:
 
 
 def shape(resource: dict, summary: str | None, elements: list[str] | None) -> dict:
-    """Apply _summary / _elements; a resource that loses elements gets the SUBSETTED tag."""
+    """Apply _summary / _elements; the result is tagged SUBSETTED so nobody writes it back."""
     if summary in (None, "false") and not elements:
         return resource
     rtype = resource["resourceType"]
@@ -33,9 +33,7 @@ def shape(resource: dict, summary: str | None, elements: list[str] | None) -> di
     else:
         keep = set(elements or ()) | set(ALWAYS)
     out = {k: v for k, v in resource.items() if k in keep or (k.startswith("_") and k[1:] in keep)}
-    if set(out) != set(resource):
-        _mark(out)
-    return out
+    return _mark(out)
 
 
 def _mandatory(rtype: str, key: str) -> bool:

@@ -82,18 +82,23 @@ class Repository:
         self._lock_rows = engine.dialect.name == "postgresql"
 
     @contextmanager
-    def transaction(self, caller: Caller, write: bool = True) -> Iterator["Transaction"]:
-        """One database transaction: everything inside commits together or not at all."""
+    def transaction(self, caller: Caller, write: bool = True,
+                    base_url: str | None = None) -> Iterator["Transaction"]:
+        """One database transaction: everything inside commits together or not at all.
+
+        `base_url` is the FHIR base the caller used: absolute references to it are local.
+        """
         with self.engine.connect().execution_options(write=write) as conn:
             with conn.begin():
-                yield Transaction(self, conn, caller)
+                yield Transaction(self, conn, caller, base_url or self.base_url)
 
 
 class Transaction:
-    def __init__(self, repo: Repository, conn: Connection, caller: Caller):
+    def __init__(self, repo: Repository, conn: Connection, caller: Caller, base_url: str | None):
         self.repo = repo
         self.conn = conn
         self.caller = caller
+        self.base_url = base_url
 
     # -- access ------------------------------------------------------------------
     def _visible(self, rows: list[Stored]) -> list[Stored]:
@@ -199,7 +204,7 @@ class Transaction:
                                              "same time; retry") from None
         if current is not None:
             self._clear_index(rtype, rid)
-        for table, rows in index_rows(self.repo.registry, body, self.repo.base_url).items():
+        for table, rows in index_rows(self.repo.registry, body, self.base_url).items():
             self.conn.execute(insert(table), rows)
         resource.clear()
         resource.update(body)
@@ -213,7 +218,7 @@ class Transaction:
     # -- search ------------------------------------------------------------------
     def _where(self, query: SearchQuery) -> list:
         rtype = query.resource_type
-        return [search_sql.clause_condition(c, rtype, R.c.res_id, self.repo.base_url)
+        return [search_sql.clause_condition(c, rtype, R.c.res_id, self.base_url)
                 for c in query.clauses]
 
     def search(self, query: SearchQuery) -> SearchResult:
