@@ -72,7 +72,7 @@ class FhirRouter:
             if method == "PUT":
                 return self.conditional_update(tx, req, base, rtype)
             if method == "DELETE":
-                return self.conditional_delete(tx, req, base, rtype)
+                return self.conditional_delete(tx, req, rtype)
             if method == "PATCH":
                 return self.conditional_patch(tx, req, base, rtype)
             raise _method_not_allowed(req)
