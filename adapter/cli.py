@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -105,9 +104,5 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def main() -> None:  # pragma: no cover
+def main() -> None:
     app(prog_name="lac-adapter")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

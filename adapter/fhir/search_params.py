@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable
 from .definitions import search_parameter_bundle
 
 INDEXED_TYPES = ("string", "token", "reference", "date", "number", "quantity", "uri")
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -366,7 +367,7 @@ def parse_reference(value: str, base_url: str | None = None) -> ReferenceValue |
     parts = value.split("/")
     if len(parts) == 4 and parts[2] == "_history":
         parts = parts[:2]
-    if len(parts) == 2 and parts[0][:1].isupper() and parts[1]:
+    if len(parts) == 2 and parts[0][:1].isupper() and _ID.fullmatch(parts[1]):
         return ReferenceValue(parts[0], parts[1], None)
     return ReferenceValue(None, None, value)
 

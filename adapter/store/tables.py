@@ -119,9 +119,9 @@ class NumberIndex(SQLModel, table=True):
     res_type: str = Field(sa_column=Column(String(TYPE_LEN), nullable=False))
     res_id: str = Field(sa_column=Column(String(ID_LEN), nullable=False))
     param: str = Field(sa_column=Column(String(100), nullable=False))
-    value: Decimal = Field(sa_column=Column(Numeric(38, 12, asdecimal=True), nullable=False))
-    low: Decimal = Field(sa_column=Column(Numeric(38, 12, asdecimal=True), nullable=False))
-    high: Decimal = Field(sa_column=Column(Numeric(38, 12, asdecimal=True), nullable=False))
+    value: Decimal = Field(sa_column=Column(Numeric(asdecimal=True), nullable=False))
+    low: Decimal = Field(sa_column=Column(Numeric(asdecimal=True), nullable=False))
+    high: Decimal = Field(sa_column=Column(Numeric(asdecimal=True), nullable=False))
     system: str | None = Field(default=None, sa_column=Column(String(400), nullable=True))
     code: str | None = Field(default=None, sa_column=Column(String(100), nullable=True))
 

@@ -1,0 +1,5 @@
+"""`python -m adapter` runs the lac-adapter command."""
+
+from .cli import main
+
+main()

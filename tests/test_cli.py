@@ -1,0 +1,64 @@
+"""The lac-adapter command: schema upgrades, loading files, and serving."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from tests.support.server import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "adapter"]
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_db_upgrade_creates_then_reports_current(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+    first = run("db", "upgrade", "--database", url)
+    assert first.returncode == 0, first.stderr
+    assert "from version 0 to 1" in first.stdout
+    again = run("db", "upgrade", "--database", url)
+    assert "already at version 1" in again.stdout
+
+
+def test_load_is_idempotent_and_bad_file_names_itself(tmp_path):
+    url = f"sqlite:///{tmp_path / 'load.sqlite3'}"
+    assert run("load", "fixtures/demo", "--database", url).returncode == 0
+    assert run("load", "fixtures/demo", "--database", url).returncode == 0
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"resourceType": "Patient", "gender": 5}')
+    result = run("load", str(bad), "--database", url)
+    assert result.returncode == 1
+    assert "bad.json" in result.stderr and "Patient.gender" in result.stderr
+
+
+def test_serve_starts_on_an_empty_database_with_demo_data(tmp_path):
+    port = free_port()
+    url = f"sqlite:///{tmp_path / 'serve.sqlite3'}"
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--database", url, "--load", "fixtures/demo"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}/fhir"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = requests.get(f"{base}/Patient", params={"identifier": "https://fhir.nhs.uk/Id/nhs-number|9990000034"},
+                                 timeout=2)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError(proc.stdout.read() if proc.stdout else "server did not start")
+                time.sleep(0.2)
+        assert r.status_code == 200
+        assert json.loads(r.content)["total"] == 1
+    finally:
+        proc.terminate()
+        proc.wait(20)
