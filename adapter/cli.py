@@ -23,8 +23,12 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
           port: int = typer.Option(8080, help="TCP port."),
           database: Optional[str] = DatabaseOption,
           load: list[Path] = typer.Option([], "--load", help="Load FHIR Bundles/resources from this file "
-                                                             "or folder before serving (repeatable).")) -> None:
+                                                             "or folder before serving (repeatable)."),
+          workers: int = typer.Option(1, min=1, help="Server processes; on N cores, N serves N times the "
+                                                    "reads (each process has its own connection pool).")) -> None:
     """Start the FHIR server; the FHIR base is http://HOST:PORT/fhir."""
+    import os
+
     import uvicorn
 
     from .api.app import create_app
@@ -33,8 +37,15 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     fhir_app = create_app(settings)
     for path in load:
         _load_into(fhir_app.state.router, path)
-    typer.echo(f"FHIR base: http://{host}:{port}/fhir   database: {_safe_url(settings.database_url)}")
-    uvicorn.run(fhir_app, host=host, port=port, log_level="info", access_log=False)
+    typer.echo(f"FHIR base: http://{host}:{port}/fhir   database: {_safe_url(settings.database_url)}"
+               f"   workers: {workers}")
+    if workers == 1:
+        uvicorn.run(fhir_app, host=host, port=port, log_level="info", access_log=False)
+        return
+    fhir_app.state.engine.dispose()
+    os.environ["ADAPTER_DATABASE_URL"] = settings.database_url  # read by each worker's settings
+    uvicorn.run("adapter.api.app:app_from_environment", factory=True, host=host, port=port,
+                workers=workers, log_level="info", access_log=False)
 
 
 @app.command("load")

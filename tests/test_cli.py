@@ -40,10 +40,11 @@ def test_load_is_idempotent_and_bad_file_names_itself(tmp_path):
     assert "bad.json" in result.stderr and "Patient.gender" in result.stderr
 
 
-def test_serve_starts_on_an_empty_database_with_demo_data(tmp_path):
+def test_serve_starts_two_workers_on_an_empty_database_with_demo_data(tmp_path):
     port = free_port()
     url = f"sqlite:///{tmp_path / 'serve.sqlite3'}"
-    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--database", url, "--load", "fixtures/demo"],
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--database", url, "--load", "fixtures/demo",
+                             "--workers", "2"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}/fhir"
     try:

@@ -66,6 +66,13 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+def app_from_environment() -> FastAPI:
+    """The app for one of several worker processes: settings from file and environment."""
+    from ..config import load_settings
+
+    return create_app(load_settings())
+
+
 async def _read_request(request: Request, path: str, params: list, settings: Settings) -> FhirRequest:
     segments = [p for p in path.split("/") if p]
     body = None

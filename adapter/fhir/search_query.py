@@ -27,6 +27,7 @@ MODIFIERS = {
     "quantity": {"missing"},
 }
 SPECIAL = {"_id": "token", "_lastUpdated": "date"}
+SYSTEM_PARAMS = {"_id", "_lastUpdated", "_tag", "_profile", "_security", "_source"}
 
 
 @dataclass
@@ -112,8 +113,20 @@ class QueryParser:
             self._result_param(query, name, value)
             return
         if query.resource_type is None:
-            raise _Unknown(f"search parameter '{name}' needs a resource type")
+            query.clauses.append(self._system_clause(name, value))
+            return
         query.clauses.append(self._clause(query.resource_type, name, value))
+
+    def _system_clause(self, name: str, value: str) -> ParamClause:
+        """Across all types only the parameters every resource has (_id, _tag, ...) apply."""
+        code = name.split(":", 1)[0]
+        if "." in name or code.startswith("_has") or code not in SYSTEM_PARAMS:
+            raise _Unknown(f"'{name}' cannot be searched across all resource types; "
+                           f"use one of {', '.join(sorted(SYSTEM_PARAMS))} or search a type")
+        any_type = self.registry.resource_types[0]
+        clause = self._clause(any_type, name, value)
+        assert isinstance(clause, ParamClause)
+        return clause
 
     def _clause(self, rtype: str, name: str, value: str) -> Clause:
         if name.startswith("_has:"):

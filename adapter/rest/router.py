@@ -157,10 +157,7 @@ class FhirRouter:
                 return self._write_response(req, 200, existing, base)
         resource.pop("id", None)
         validate_structure(resource)
-        if assigned_id:
-            stored, _ = tx.update(rtype, assigned_id, resource, method="POST")
-        else:
-            stored = tx.create(resource)
+        stored = tx.create(resource, assigned_id)
         return self._write_response(req, 201, stored, base)
 
     # -- update ------------------------------------------------------------------

@@ -141,9 +141,10 @@ class Transaction:
         return (self._visible([_stored(row)]) or [None])[0]
 
     # -- writes ------------------------------------------------------------------
-    def create(self, resource: dict, method: str = "POST") -> Stored:
-        rid = str(uuid.uuid4())
-        return self._write(resource["resourceType"], rid, resource, method, None, must_be_new=True)[0]
+    def create(self, resource: dict, rid: str | None = None) -> Stored:
+        """Store a new resource under a fresh id (or one a transaction assigned in advance)."""
+        rid = rid or str(uuid.uuid4())
+        return self._write(resource["resourceType"], rid, resource, "POST", None, must_be_new=True)[0]
 
     def update(self, rtype: str, rid: str, resource: dict, if_match: int | None = None,
                method: str = "PUT") -> tuple[Stored, bool]:
@@ -218,6 +219,8 @@ class Transaction:
     # -- search ------------------------------------------------------------------
     def _where(self, query: SearchQuery) -> list:
         rtype = query.resource_type
+        if rtype is None:
+            return [search_sql.system_condition(c, self.base_url) for c in query.clauses]
         return [search_sql.clause_condition(c, rtype, R.c.res_id, self.base_url)
                 for c in query.clauses]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from sqlalchemy import and_, false, func, literal, not_, or_, select
+from sqlalchemy import and_, false, func, literal, not_, or_, select, tuple_
 from sqlalchemy.sql import ColumnElement, Select
 
 from ..fhir import search_params as sp
@@ -19,6 +19,23 @@ from .tables import INDEX_TABLES, resource_table
 
 R = resource_table
 REF = INDEX_TABLES["reference"]
+
+
+def system_condition(clause: ParamClause, base_url: str | None) -> ColumnElement:
+    """A condition on resources of any type, for the parameters all resources share."""
+    param = clause.param
+    if param.code == "_id":
+        return _param_condition(clause, "", R.c.res_id, base_url)
+    if param.code == "_lastUpdated":
+        return or_(*[_date_match(v, R.c.last_updated, R.c.last_updated) for v in clause.values])
+    table = INDEX_TABLES[param.type]
+    keys = tuple_(R.c.res_type, R.c.res_id)
+    present = select(table.c.res_type, table.c.res_id).where(table.c.param == param.code)
+    if clause.modifier == "missing":
+        return keys.not_in(present) if clause.values[0] == "true" else keys.in_(present)
+    match = MATCHERS[param.type]
+    sub = present.where(or_(*[match(table, v, clause, base_url) for v in clause.values]))
+    return keys.not_in(sub) if clause.modifier == "not" else keys.in_(sub)
 
 
 def clause_condition(clause: Clause, rtype: str, id_col: ColumnElement, base_url: str | None) -> ColumnElement:
@@ -56,12 +73,7 @@ def _param_condition(clause: ParamClause, rtype: str, id_col: ColumnElement, bas
     if clause.modifier == "missing":
         present = select(table.c.res_id).where(*scope)
         return id_col.not_in(present) if clause.values[0] == "true" else id_col.in_(present)
-    matchers = {
-        "string": _string_match, "token": _token_match, "uri": _uri_match,
-        "reference": _reference_match, "date": _date_index_match,
-        "number": _number_match, "quantity": _quantity_match,
-    }
-    match = matchers[param.type]
+    match = MATCHERS[param.type]
     conds = [match(table, v, clause, base_url) for v in clause.values]
     sub = select(table.c.res_id).where(*scope, or_(*conds))
     if clause.modifier == "not":
@@ -217,6 +229,13 @@ def _quantity_match(table, value: str, clause: ParamClause, _base) -> ColumnElem
     elif len(parts) == 2 and parts[1]:
         conds.append(table.c.code == parts[1])
     return and_(*conds)
+
+
+MATCHERS = {
+    "string": _string_match, "token": _token_match, "uri": _uri_match,
+    "reference": _reference_match, "date": _date_index_match,
+    "number": _number_match, "quantity": _quantity_match,
+}
 
 
 def sort_key(rtype: str, param, descending: bool) -> ColumnElement:

@@ -22,6 +22,7 @@ ID_LEN = 64
 
 class ResourceRow(SQLModel, table=True):
     __tablename__ = "resource"
+    __table_args__ = (Index("ix_resource_type_updated", "res_type", "last_updated"),)
 
     res_type: str = Field(sa_column=Column(String(TYPE_LEN), primary_key=True))
     res_id: str = Field(sa_column=Column(String(ID_LEN), primary_key=True))

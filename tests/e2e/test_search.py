@@ -182,3 +182,21 @@ def test_id_and_last_updated(fhir, tag):
     stamp = p["meta"]["lastUpdated"]
     assert p["id"] in ids(fhir.search("Patient", _lastUpdated=f"ge{stamp}", _tag=tag))
     assert ids(fhir.search("Patient", _lastUpdated=f"lt{stamp}", _tag=tag)) == set()
+
+
+def test_system_level_search_by_tag(fhir, tag):
+    p = fhir.create(patient(tag))
+    t = fhir.create(task(tag, f"Patient/{p['id']}"))
+    found = fhir.search("", _tag=tag)
+    assert {(e["resource"]["resourceType"], e["resource"]["id"]) for e in found["entry"]} == {
+        ("Patient", p["id"]), ("Task", t["id"])}
+    assert found["total"] == 2
+    refused = fhir.get("", params={"family": "x"}, headers={"Prefer": "handling=strict"})
+    assert refused.status_code == 400
+
+
+def test_pretty_and_format_parameters(fhir, tag):
+    p = fhir.create(patient(tag))
+    pretty = fhir.get(f"Patient/{p['id']}", params={"_pretty": "true", "_format": "json"})
+    assert pretty.status_code == 200 and b"\n  " in pretty.content
+    assert fhir.get(f"Patient/{p['id']}", params={"_format": "text/csv"}).status_code == 406
