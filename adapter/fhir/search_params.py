@@ -416,7 +416,7 @@ def date_range(text: str) -> DateValue | None:
                 offset = timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
                 low -= sign * offset
                 high -= sign * offset
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
     return DateValue(low, high - timedelta(microseconds=1))
 
