@@ -94,6 +94,49 @@ def _load_into(router, path: Path) -> None:
         typer.echo(f"loaded {file}")
 
 
+@app.command("validate")
+def validate_cmd(files: list[Path] = typer.Argument(..., help="FHIR resources (JSON or XML) to check."),
+                 profile: Optional[str] = typer.Option(None, help="Also validate against this profile URL.")) -> None:
+    """Validate files offline against the R4 model, their profiles and Questionnaires."""
+    from .fhir import jsonio
+    from .fhir.errors import FhirError
+    from .validation.conformance import CanonicalIndex, published_resources
+    from .validation.terminology import Terminology, default_terminology
+    from .validation.validator import Validator, errors
+
+    parsed: list[tuple[Path, dict]] = []
+    failed = False
+    for file in files:
+        try:
+            data = file.read_bytes()
+            if file.suffix.lower() == ".xml":
+                from .fhir import xml as fhir_xml
+
+                parsed.append((file, fhir_xml.parse_resource(data)))
+            else:
+                parsed.append((file, jsonio.loads_resource(data)))
+        except (FhirError, OSError) as err:
+            typer.secho(f"{file}: error: {getattr(err, 'diagnostics', err)}", fg="red")
+            failed = True
+    given = [r for _, r in parsed]
+    index = CanonicalIndex(published_resources() + given)
+    terminology = default_terminology()
+    if any(r.get("resourceType") in ("CodeSystem", "ValueSet") for r in given):
+        terminology = Terminology([*published_resources(), *given])
+    validator = Validator(terminology)
+    for file, resource in parsed:
+        issues = validator.validate(resource, index.resolve, profile)
+        if not issues:
+            typer.echo(f"{file}: ok")
+        for issue in issues:
+            where = f" at {', '.join(issue.expression)}" if issue.expression else ""
+            colour = {"error": "red", "fatal": "red", "warning": "yellow"}.get(issue.severity)
+            typer.secho(f"{file}: {issue.severity}{where}: {issue.diagnostics}", fg=colour)
+        failed = failed or bool(errors(issues))
+    if failed:
+        raise typer.Exit(1)
+
+
 @db_app.command("upgrade")
 def db_upgrade(database: Optional[str] = DatabaseOption) -> None:
     """Create or upgrade the database schema to this version of the adapter."""

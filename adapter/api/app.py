@@ -19,10 +19,13 @@ from ..config import Settings
 from ..fhir.errors import FhirError
 from ..fhir.search_params import SearchRegistry
 from ..rest.messages import FhirRequest, FhirResponse
+from ..rest.publish import publish_conformance
 from ..rest.router import FhirRouter
 from ..security.caller import ANONYMOUS
 from ..store.database import make_engine, prepare
 from ..store.repository import Repository
+from ..validation.terminology import default_terminology
+from ..validation.validator import Validator
 from . import formats
 
 log = logging.getLogger("adapter.api")
@@ -34,7 +37,8 @@ def create_app(settings: Settings) -> FastAPI:
     prepare(engine)
     registry = SearchRegistry(settings.resource_types)
     repo = Repository(engine, registry, settings.base_url)
-    router = FhirRouter(repo, settings, registry)
+    router = FhirRouter(repo, settings, registry, Validator(default_terminology()))
+    publish_conformance(router)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

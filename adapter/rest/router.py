@@ -20,7 +20,7 @@ from ..fhir.search_params import SearchRegistry, date_range
 from ..fhir.search_query import QueryParser, SearchQuery
 from ..security.caller import Caller
 from ..store.repository import Repository, Stored, Transaction
-from ..validation.structure import validate_structure
+from ..validation.validator import Validator, errors
 from .messages import FhirRequest, FhirResponse
 from .rawjson import RawJson
 from .shaping import shape
@@ -31,12 +31,14 @@ NON_CRITERIA = {"_format", "_pretty"}
 
 
 class FhirRouter:
-    def __init__(self, repo: Repository, settings: Settings, registry: SearchRegistry):
+    def __init__(self, repo: Repository, settings: Settings, registry: SearchRegistry, validator: Validator):
         self.repo = repo
         self.settings = settings
         self.registry = registry
+        self.validator = validator
         self.parser = QueryParser(registry, settings.default_page_size, settings.max_page_size)
         self.types = frozenset(settings.resource_types)
+        self._parsed: dict[tuple[str, str, int], dict] = {}  # conformance resources, by version
 
     # -- entry point -------------------------------------------------------------
     def handle(self, caller: Caller, req: FhirRequest, base: str) -> FhirResponse:
@@ -62,6 +64,8 @@ class FhirRouter:
             return self._only(req, "GET") or self.history(tx, req, base, None, None)
         if path == ["_search"]:
             return self._only(req, "POST") or self.search(tx, req, base, None)
+        if path[-1].startswith("$"):
+            return self.operation(tx, req, base)
         rtype = path[0]
         self._check_type(rtype)
         if len(path) == 1:
@@ -156,7 +160,7 @@ class FhirRouter:
                 existing = tx.read(rtype, matches[0].res_id)
                 return self._write_response(req, 200, existing, base)
         resource.pop("id", None)
-        validate_structure(resource)
+        self._check(tx, resource)
         stored = tx.create(resource, assigned_id)
         return self._write_response(req, 201, stored, base)
 
@@ -168,7 +172,7 @@ class FhirRouter:
         if resource["id"] != rid:
             raise bad_request(f"resource id '{resource['id']}' does not match the URL id '{rid}'",
                               [f"{rtype}.id"])
-        validate_structure(resource)
+        self._check(tx, resource)
         stored, created = tx.update(rtype, rid, resource, if_match=self._if_match(req))
         return self._write_response(req, 201 if created else 200, stored, base)
 
@@ -190,7 +194,7 @@ class FhirRouter:
             if not ID_RE.fullmatch(str(rid)):
                 raise bad_request(f"'{rid}' is not a valid resource id", [f"{rtype}.id"])
         resource["id"] = rid
-        validate_structure(resource)
+        self._check(tx, resource)
         stored, created = tx.update(rtype, rid, resource, if_match=self._if_match(req))
         return self._write_response(req, 201 if created else 200, stored, base)
 
@@ -213,7 +217,7 @@ class FhirRouter:
             raise bad_request(f"invalid JSON Patch: {exc}") from None
         if patched.get("resourceType") != rtype or patched.get("id") != rid:
             raise FhirError(422, "processing", "a patch may not change resourceType or id")
-        validate_structure(patched)
+        self._check(tx, patched)
         stored, _ = tx.update(rtype, rid, patched, if_match=current.version_id, method="PATCH")
         return self._write_response(req, 200, stored, base)
 
@@ -355,6 +359,50 @@ class FhirRouter:
         entry["response"] = {"status": status, "etag": v.etag, "lastModified": v.last_updated_instant}
         return entry
 
+    # -- validation ----------------------------------------------------------------
+    def resolver(self, tx: Transaction):
+        """Canonical lookups (Questionnaire, StructureDefinition, ...) in the store itself."""
+
+        def resolve(rtype: str, canonical: str) -> dict | None:
+            url, _, version = canonical.partition("|")
+            params = [("url", url)] + ([("version", version)] if version else [])
+            query = self.parser.parse(rtype, params, strict=True)
+            matches = tx.find(query, limit=50)
+            if not matches:
+                return None
+            best = max(matches, key=lambda s: s.last_updated)
+            if not version:  # the newest version of the canonical resource
+                versions = [(s, s.resource()) for s in matches]
+                best = max(versions, key=lambda p: _version_key(p[1].get("version", "")))[0]
+            key = (best.res_type, best.res_id, best.version_id)
+            if key not in self._parsed:
+                if len(self._parsed) > 256:
+                    self._parsed.clear()
+                self._parsed[key] = best.resource()
+            return self._parsed[key]
+
+        return resolve
+
+    def _check(self, tx: Transaction, resource: dict, profile: str | None = None) -> None:
+        """Refuse (422) a resource with error-level issues: structure, profiles, questionnaire."""
+        issues = self.validator.validate(resource, self.resolver(tx), profile)
+        failed = errors(issues)
+        if failed:
+            raise FhirError(422, failed[0].code, failed[0].diagnostics, issues=issues)
+
+    # -- operations ----------------------------------------------------------------
+    def operation(self, tx: Transaction, req: FhirRequest, base: str) -> FhirResponse:
+        from .operations import OPERATIONS
+
+        name = req.path[-1][1:]
+        target = req.path[:-1]
+        handler = OPERATIONS.get(name)
+        if handler is None:
+            raise not_found(f"operation ${name} is not supported")
+        if target:
+            self._check_type(target[0])
+        return handler(self, tx, req, base, target)
+
     # -- helpers -----------------------------------------------------------------
     def _body_resource(self, req: FhirRequest, rtype: str) -> dict:
         body = req.body
@@ -404,6 +452,10 @@ def _param(req: FhirRequest, name: str) -> str | None:
         if key == name:
             return value
     return None
+
+
+def _version_key(version: str) -> tuple:
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in version.replace("-", ".").split("."))
 
 
 def _parse_etag(value: str) -> int | None:
