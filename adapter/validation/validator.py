@@ -48,7 +48,8 @@ class Validator:
                                      f"{resource.get('resourceType')}", expression=[f"{resource.get('resourceType')}.meta.profile"])]
         from .profiles import validate_profile
 
-        return validate_profile(resource, sd, self.terminology)
+        return validate_profile(resource, sd, self.terminology,
+                                lambda url: resolve("StructureDefinition", url))
 
     def _questionnaire(self, response: dict, resolve: Resolver) -> list[Issue]:
         canonical = response.get("questionnaire")

@@ -30,6 +30,7 @@ SSDA903 = {
 }
 PLACEMENT_2025_26 = SSDA903["ssda903-placement-type"]
 LOCAL = {
+    "lac-care-plan-category": ["health-plan"],
     "lac-assessment-type": ["iha", "rha", "adoption-medical", "leaving-care-summary", "carer-report", "consent"],
     "lac-consent-grantor": ["young-person", "parent-with-pr", "local-authority", "other-person-with-pr", "court"],
     "lac-consent-capacity": ["presumed-16-17", "gillick-competent", "not-competent", "lacks-capacity", "not-assessed"],
