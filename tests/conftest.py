@@ -60,7 +60,10 @@ class Fhir:
         return self.http.get(self.url(path), **kw)
 
     def post(self, path: str, resource=None, headers=None, **kw) -> requests.Response:
-        return self.http.post(self.url(path), json=resource, headers={"Content-Type": self.JSON, **(headers or {})}, **kw)
+        from adapter.fhir import jsonio
+
+        return self.http.post(self.url(path), data=jsonio.dumps(resource) if resource is not None else None,
+                              headers={"Content-Type": self.JSON, **(headers or {})}, **kw)
 
     def put(self, path: str, resource=None, headers=None, **kw) -> requests.Response:
         return self.http.put(self.url(path), json=resource, headers={"Content-Type": self.JSON, **(headers or {})}, **kw)

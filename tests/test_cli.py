@@ -63,3 +63,23 @@ def test_serve_starts_two_workers_on_an_empty_database_with_demo_data(tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_validate_files_offline():
+    good = run("validate", "fixtures/forms/iha-c-completed.json", "fixtures/forms/lac-consent-completed.json",
+               "fixtures/demo/demo-caseload.json")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert good.stdout.count(": ok") == 3
+    bad = run("validate", "fixtures/forms/rha-yp-broken.json")
+    assert bad.returncode == 1
+    expected = json.loads((ROOT / "fixtures/forms/rha-yp-broken.expected.json").read_text())
+    for issue in expected:
+        assert issue["expression"] in bad.stdout
+
+
+def test_validate_reports_unreadable_input(tmp_path):
+    broken = tmp_path / "broken.xml"
+    broken.write_text('<Patient xmlns="http://hl7.org/fhir"><foo value="1"/></Patient>')
+    result = run("validate", str(broken))
+    assert result.returncode == 1
+    assert "broken.xml" in result.stdout and "foo" in result.stdout

@@ -77,5 +77,7 @@ def _build(types: tuple[str, ...], registry, base: str, max_page: int) -> dict:
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "search-system"},
                             {"code": "history-system"}],
+            "operation": [{"name": "validate",
+                           "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
         }],
     }
