@@ -30,6 +30,7 @@ from . import formats
 
 log = logging.getLogger("adapter.api")
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+DOCUMENT_OPERATIONS = {"$import-form", "$la-notification", "$import-903"}
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -105,7 +106,7 @@ def app_from_environment() -> FastAPI:
 
 async def _read_request(request: Request, path: str, params: list, settings: Settings) -> FhirRequest:
     segments = [p for p in path.split("/") if p]
-    body = None
+    body, raw = None, None
     content_type = request.headers.get("content-type")
     if request.method in ("POST", "PUT", "PATCH"):
         declared = request.headers.get("content-length")
@@ -117,13 +118,15 @@ async def _read_request(request: Request, path: str, params: list, settings: Set
             if len(data) > settings.max_body_bytes:
                 raise _too_large(settings)
         kind = formats.media_type(content_type)
-        if kind == "application/x-www-form-urlencoded" and segments[-1:] == ["_search"]:
+        if segments[-1:] and segments[-1] in DOCUMENT_OPERATIONS:
+            raw = bytes(data)  # a partner document (form XML, notification, SSDA903), not FHIR
+        elif kind == "application/x-www-form-urlencoded" and segments[-1:] == ["_search"]:
             params = params + parse_qsl(data.decode("utf-8", "replace"), keep_blank_values=True)
         elif data.strip():
             body = formats.parse_body(bytes(data), content_type)
     headers = {k.lower(): v for k, v in request.headers.items()}
     return FhirRequest(method=request.method, path=segments, params=params, headers=headers,
-                       body=body, content_type=formats.media_type(content_type))
+                       body=body, content_type=formats.media_type(content_type), raw=raw)
 
 
 def _too_large(settings: Settings) -> FhirError:
@@ -137,6 +140,9 @@ def _first(params: list, name: str) -> str | None:
 def _respond(result: FhirResponse, fmt: str, pretty: bool, head: bool = False) -> Response:
     headers = dict(result.headers)
     media = formats.XML_CONTENT_TYPE if fmt == "xml" else formats.JSON_CONTENT_TYPE
+    if result.content is not None:
+        return Response(content=b"" if head else result.content, status_code=result.status, headers=headers,
+                        media_type=result.media_type)
     if result.status == 304 or (result.resource is None and result.stored is None):
         return Response(status_code=result.status, headers=headers)
     if result.stored is not None and result.resource is None and fmt == "json" and not pretty:

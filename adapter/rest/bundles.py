@@ -34,15 +34,31 @@ def process(router, caller: Caller, req: FhirRequest, base: str) -> FhirResponse
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
         raise bad_request("Bundle.entry must be a list", ["Bundle.entry"])
-    requests = [_entry_request(i, e, base, req) for i, e in enumerate(entries)]
     if kind == "batch":
+        requests = [_entry_request(i, e, base, req) for i, e in enumerate(entries)]
         responses = [_batch_entry(router, caller, r, base) for r in requests]
-    else:
-        with router.repo.transaction(caller, write=True, base_url=base) as tx:
-            responses = _transaction(router, tx, requests, entries, base)
-    out = {"resourceType": "Bundle", "type": f"{kind}-response",
-           "entry": [_response_entry(r, base) for r in responses]}
+        out = {"resourceType": "Bundle", "type": "batch-response",
+               "entry": [_response_entry(r, base) for r in responses]}
+        return FhirResponse(200, resource=out)
+    with router.repo.transaction(caller, write=True, base_url=base) as tx:
+        out = run_transaction(router, tx, bundle, base, req.headers.get("prefer"))
     return FhirResponse(200, resource=out)
+
+
+def run_transaction(router, tx: Transaction, bundle: dict, base: str, prefer: str | None = None) -> dict:
+    """Run a transaction Bundle inside an open store transaction; returns the response Bundle.
+
+    Used for POSTed transactions and by writers that add their own entries to the same
+    database transaction (document ingest, extraction on submit).
+    """
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise bad_request("Bundle.entry must be a list", ["Bundle.entry"])
+    outer = FhirRequest("POST", [], headers={"prefer": prefer} if prefer else {})
+    requests = [_entry_request(i, e, base, outer) for i, e in enumerate(entries)]
+    responses = _transaction(router, tx, requests, entries, base)
+    return {"resourceType": "Bundle", "type": "transaction-response",
+            "entry": [_response_entry(r, base) for r in responses]}
 
 
 def _entry_request(i: int, entry: dict, base: str, outer: FhirRequest) -> FhirRequest:

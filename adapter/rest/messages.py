@@ -16,6 +16,7 @@ class FhirRequest:
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names
     body: Any = None                      # parsed resource (dict), JSON Patch (list) or None
     content_type: str | None = None
+    raw: bytes | None = None              # the body as received, for operations that take documents
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -34,6 +35,8 @@ class FhirResponse:
     resource: dict | None = None          # a resource to serialise
     stored: Stored | None = None          # a stored version; its bytes are served as they are
     headers: dict[str, str] = field(default_factory=dict)
+    content: bytes | None = None          # a non-FHIR body (e.g. an HTML report) ...
+    media_type: str | None = None         # ... and its media type
 
     def body_resource(self) -> dict | None:
         if self.resource is not None:

@@ -52,4 +52,102 @@ def validate(router, tx: Transaction, req: FhirRequest, base: str, target: list[
     return FhirResponse(200, resource=operation_outcome(issues))
 
 
-OPERATIONS = {"validate": validate}
+def _document_operation(mapper_name: str, label: str):
+    """An operation that takes a partner document, maps it and stores it (see rest.ingest)."""
+
+    def operation(router, tx: Transaction, req: FhirRequest, base: str, target: list[str]) -> FhirResponse:
+        if req.method != "POST":
+            raise FhirError(405, "not-supported", f"${label} takes a POST of the document")
+        if target:
+            raise bad_request(f"${label} is a system-level operation: POST [base]/${label}")
+        if not req.raw:
+            raise bad_request(f"${label} needs the document as the request body", code="required")
+        from ..mapping import documents
+
+        doc = documents.MAPPERS[mapper_name](req.raw, req.content_type)
+        from .ingest import ingest_in
+
+        result = ingest_in(router, tx, doc, base)
+        message = (f"imported as {result.document_reference} with {len(result.derived)} mapped resource(s)"
+                   if result.created else f"already imported as {result.document_reference}")
+        issues = [Issue("informational", message, severity="information"), *result.warnings]
+        headers = {"Location": f"{base}/{result.document_reference}"}
+        return FhirResponse(201 if result.created else 200, resource=operation_outcome(issues), headers=headers)
+
+    return operation
+
+
+def _response_for(router, tx: Transaction, req: FhirRequest, target: list[str]) -> tuple[dict, str | None]:
+    """The QuestionnaireResponse an operation works on: stored (instance level) or in the body."""
+    if len(target) == 2:
+        return tx.read(target[0], target[1]).resource(), f"QuestionnaireResponse/{target[1]}"
+    body = req.body
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        body = next((p.get("resource") for p in body.get("parameter", [])
+                     if p.get("name") == "questionnaire-response"), None)
+    if not isinstance(body, dict) or body.get("resourceType") != "QuestionnaireResponse":
+        raise bad_request("the operation needs a QuestionnaireResponse (body, or the "
+                          "'questionnaire-response' parameter)", code="required")
+    return body, None
+
+
+def _questionnaire_of(router, tx: Transaction, response: dict) -> dict:
+    canonical = response.get("questionnaire")
+    questionnaire = router.resolver(tx)("Questionnaire", canonical) if canonical else None
+    if questionnaire is None:
+        raise FhirError(422, "not-found", f"Questionnaire {canonical!r} is not known to this server",
+                        ["QuestionnaireResponse.questionnaire"])
+    return questionnaire
+
+
+def extract(router, tx: Transaction, req: FhirRequest, base: str, target: list[str]) -> FhirResponse:
+    """SDC $extract: the transaction Bundle a response's answers produce (not applied)."""
+    if target[:1] != ["QuestionnaireResponse"]:
+        raise bad_request("$extract applies to QuestionnaireResponse")
+    response, ref = _response_for(router, tx, req, target)
+    from ..mapping.extract import extract as run_extract
+
+    return FhirResponse(200, resource=run_extract(response, _questionnaire_of(router, tx, response), ref))
+
+
+def report(router, tx: Transaction, req: FhirRequest, base: str, target: list[str]) -> FhirResponse:
+    """The printable HTML health assessment report of a stored QuestionnaireResponse."""
+    if target[:1] != ["QuestionnaireResponse"] or len(target) != 2 or req.method != "GET":
+        raise bad_request("$report is GET QuestionnaireResponse/[id]/$report")
+    response = tx.read(target[0], target[1]).resource()
+    questionnaire = _questionnaire_of(router, tx, response)
+    patient, consents, extracted = None, [], []
+    subject = (response.get("subject") or {}).get("reference", "")
+    if subject.startswith("Patient/"):
+        try:
+            patient = tx.read("Patient", subject.split("/", 1)[1]).resource()
+        except FhirError:
+            patient = None
+        if patient is not None:
+            query = router.parser.parse("Consent", [("patient", subject)])
+            consents = [s.resource() for s in tx.search(query).matches]
+    query = router.parser.parse("Observation", [("derived-from", f"QuestionnaireResponse/{target[1]}")])
+    extracted = [s.resource() for s in tx.search(query).matches]
+    query = router.parser.parse("Provenance", [("entity", f"QuestionnaireResponse/{target[1]}")])
+    for prov in tx.search(query).matches:
+        for t in prov.resource().get("target", []):
+            rtype, _, rid = t.get("reference", "").partition("/")
+            if rtype in ("CarePlan", "Consent") and rid:
+                try:
+                    extracted.append(tx.read(rtype, rid).resource())
+                except FhirError:
+                    continue
+    from ..mapping.report import render_report
+
+    html = render_report(response, questionnaire, patient, consents, extracted)
+    return FhirResponse(200, content=html.encode("utf-8"), media_type="text/html; charset=utf-8")
+
+
+OPERATIONS = {
+    "validate": validate,
+    "extract": extract,
+    "report": report,
+    "import-form": _document_operation("form", "import-form"),
+    "la-notification": _document_operation("la-notification", "la-notification"),
+    "import-903": _document_operation("ssda903", "import-903"),
+}

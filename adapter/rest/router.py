@@ -443,8 +443,12 @@ def resource_headers(stored: Stored) -> dict[str, str]:
     return {"ETag": stored.etag, "Last-Modified": format_datetime(moment, usegmt=True)}
 
 
+READ_ONLY_POSTS = {"_search", "$validate", "$extract"}
+
+
 def _is_search(req: FhirRequest) -> bool:
-    return req.method == "POST" and bool(req.path) and req.path[-1] == "_search"
+    """A POST that only reads: search, $validate, $extract."""
+    return req.method == "POST" and bool(req.path) and req.path[-1] in READ_ONLY_POSTS
 
 
 def _param(req: FhirRequest, name: str) -> str | None:
