@@ -19,6 +19,7 @@ from ..config import Settings
 from ..fhir.errors import FhirError
 from ..fhir.search_params import SearchRegistry
 from ..rest.messages import FhirRequest, FhirResponse
+from ..rest.interceptors import extract_on_submit, task_lifecycle
 from ..rest.publish import publish_conformance
 from ..rest.router import FhirRouter
 from ..security.caller import ANONYMOUS
@@ -39,6 +40,8 @@ def create_app(settings: Settings) -> FastAPI:
     registry = SearchRegistry(settings.resource_types)
     repo = Repository(engine, registry, settings.base_url)
     router = FhirRouter(repo, settings, registry, Validator(default_terminology()))
+    router.before_write.append(task_lifecycle)
+    router.on_write.append(extract_on_submit)
     publish_conformance(router)
 
     @asynccontextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
+from typing import Callable
 from urllib.parse import parse_qsl, urlencode
 
 import jsonpatch
@@ -39,6 +40,10 @@ class FhirRouter:
         self.parser = QueryParser(registry, settings.default_page_size, settings.max_page_size)
         self.types = frozenset(settings.resource_types)
         self._parsed: dict[tuple[str, str, int], dict] = {}  # conformance resources, by version
+        # Interceptors: before every create/update/patch (they may refuse it by raising a
+        # FhirError) and after it, inside the same database transaction.
+        self.before_write: list[Callable[["FhirRouter", Transaction, str, "Stored | None", dict], None]] = []
+        self.on_write: list[Callable[["FhirRouter", Transaction, Stored, dict, str], None]] = []
 
     # -- entry point -------------------------------------------------------------
     def handle(self, caller: Caller, req: FhirRequest, base: str) -> FhirResponse:
@@ -161,7 +166,9 @@ class FhirRouter:
                 return self._write_response(req, 200, existing, base)
         resource.pop("id", None)
         self._check(tx, resource)
+        self._before(tx, rtype, None, resource)
         stored = tx.create(resource, assigned_id)
+        self._written(tx, stored, resource, base)
         return self._write_response(req, 201, stored, base)
 
     # -- update ------------------------------------------------------------------
@@ -173,7 +180,9 @@ class FhirRouter:
             raise bad_request(f"resource id '{resource['id']}' does not match the URL id '{rid}'",
                               [f"{rtype}.id"])
         self._check(tx, resource)
+        self._before(tx, rtype, rid, resource)
         stored, created = tx.update(rtype, rid, resource, if_match=self._if_match(req))
+        self._written(tx, stored, resource, base)
         return self._write_response(req, 201 if created else 200, stored, base)
 
     def conditional_update(self, tx: Transaction, req: FhirRequest, base: str, rtype: str) -> FhirResponse:
@@ -195,7 +204,9 @@ class FhirRouter:
                 raise bad_request(f"'{rid}' is not a valid resource id", [f"{rtype}.id"])
         resource["id"] = rid
         self._check(tx, resource)
+        self._before(tx, rtype, rid, resource)
         stored, created = tx.update(rtype, rid, resource, if_match=self._if_match(req))
+        self._written(tx, stored, resource, base)
         return self._write_response(req, 201 if created else 200, stored, base)
 
     # -- patch -------------------------------------------------------------------
@@ -218,7 +229,9 @@ class FhirRouter:
         if patched.get("resourceType") != rtype or patched.get("id") != rid:
             raise FhirError(422, "processing", "a patch may not change resourceType or id")
         self._check(tx, patched)
+        self._before(tx, rtype, rid, patched)
         stored, _ = tx.update(rtype, rid, patched, if_match=current.version_id, method="PATCH")
+        self._written(tx, stored, patched, base)
         return self._write_response(req, 200, stored, base)
 
     def conditional_patch(self, tx: Transaction, req: FhirRequest, base: str, rtype: str) -> FhirResponse:
@@ -382,6 +395,19 @@ class FhirRouter:
             return self._parsed[key]
 
         return resolve
+
+    def _before(self, tx: Transaction, rtype: str, rid: str | None, resource: dict) -> None:
+        if not self.before_write:
+            return
+        current = tx.current(rtype, rid) if rid else None
+        if current is not None and current.deleted:
+            current = None
+        for interceptor in self.before_write:
+            interceptor(self, tx, rtype, current, resource)
+
+    def _written(self, tx: Transaction, stored: Stored, resource: dict, base: str) -> None:
+        for interceptor in self.on_write:
+            interceptor(self, tx, stored, resource, base)
 
     def _check(self, tx: Transaction, resource: dict, profile: str | None = None) -> None:
         """Refuse (422) a resource with error-level issues: structure, profiles, questionnaire."""

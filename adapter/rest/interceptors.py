@@ -1,0 +1,79 @@
+"""Rules that run on every write, registered once on the router (HAPI's interceptor idea)."""
+
+from __future__ import annotations
+
+import uuid
+
+from ..fhir.errors import FhirError
+from ..pathway.tasks import missing_outputs, output_references, transition_problem
+from ..store.repository import Stored, Transaction
+from .bundles import run_transaction
+from .ingest import _now
+
+EXTRACT_ON = ("completed", "amended")
+ASSESSMENT_TYPES = "https://lac-fhir-adapter.example/fhir/CodeSystem/lac-assessment-type"
+
+
+def task_lifecycle(router, tx: Transaction, rtype: str, current: Stored | None, resource: dict) -> None:
+    """Task status changes follow FHIR's state machine; a completed assessment has its outputs.
+
+    The outputs must be stored: the completed QuestionnaireResponse and the health plan.
+    """
+    if rtype != "Task":
+        return
+    old = current.resource().get("status") if current is not None else None
+    new = resource.get("status")
+    problem = transition_problem(old, new)
+    if problem:
+        raise FhirError(422, "business-rule", problem, ["Task.status"])
+    is_assessment = any(c.get("system") == ASSESSMENT_TYPES
+                        for c in (resource.get("code") or {}).get("coding", []))
+    if new != "completed" or old == "completed" or not is_assessment:
+        return
+    lacking = missing_outputs(resource)
+    if lacking:
+        raise FhirError(422, "business-rule", f"a completed assessment Task needs its outputs: "
+                                              f"{' and '.join(lacking)} missing in Task.output", ["Task.output"])
+    for ref in output_references(resource):
+        out_type, _, out_id = ref.rpartition("/")
+        out_type = out_type.rsplit("/", 1)[-1]
+        if out_type not in ("QuestionnaireResponse", "CarePlan"):
+            continue
+        try:
+            output = tx.read(out_type, out_id).resource()
+        except FhirError:
+            raise FhirError(422, "business-rule", f"Task.output {ref} is not a stored resource",
+                            ["Task.output"]) from None
+        if out_type == "QuestionnaireResponse" and output.get("status") not in ("completed", "amended"):
+            raise FhirError(422, "business-rule", f"Task.output {ref} is '{output.get('status')}', not completed",
+                            ["Task.output"])
+
+
+def extract_on_submit(router, tx: Transaction, stored: Stored, resource: dict, base: str) -> None:
+    """A completed assessment yields its Observations, health plan and consents at once.
+
+    The extracted resources are written in the submitting transaction, with a Provenance
+    from them to the response; their identifiers make a re-submission add nothing.
+    """
+    if stored.res_type != "QuestionnaireResponse" or resource.get("status") not in EXTRACT_ON:
+        return
+    canonical = resource.get("questionnaire")
+    questionnaire = router.resolver(tx)("Questionnaire", canonical) if canonical else None
+    if questionnaire is None:
+        return
+    from ..mapping.extract import extract
+
+    response_ref = f"QuestionnaireResponse/{stored.res_id}"
+    bundle = extract(resource, questionnaire, response_ref)
+    entries = bundle.get("entry") or []
+    if not entries:
+        return
+    targets = [e["fullUrl"] for e in entries if e.get("fullUrl")]
+    entries.append({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "request": {"method": "POST", "url": "Provenance"},
+                    "resource": {"resourceType": "Provenance", "target": [{"reference": t} for t in targets],
+                                 "recorded": _now(),
+                                 "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
+                                                          "code": "TRANSFORM", "display": "transform"}]},
+                                 "agent": [{"who": {"display": "lac-fhir-adapter $extract"}}],
+                                 "entity": [{"role": "source", "what": {"reference": response_ref}}]}})
+    run_transaction(router, tx, {"resourceType": "Bundle", "type": "transaction", "entry": entries}, base)
