@@ -137,6 +137,140 @@ def validate_cmd(files: list[Path] = typer.Argument(..., help="FHIR resources (J
         raise typer.Exit(1)
 
 
+@app.command("map")
+def map_cmd(files: list[Path] = typer.Argument(..., help="A form or notification XML, or SSDA903 XML/CSV tables "
+                                                         "(several CSVs are one return).")) -> None:
+    """Map partner documents to FHIR offline and print the transaction Bundle."""
+    from .fhir import jsonio
+    from .fhir.errors import FhirError
+
+    try:
+        doc = _map_files(files)
+    except FhirError as err:
+        for issue in err.issues:
+            typer.secho(f"error: {issue.diagnostics}", fg="red", err=True)
+        raise typer.Exit(1)
+    except OSError as err:
+        typer.secho(f"error: {err}", fg="red", err=True)
+        raise typer.Exit(1)
+    for location in doc.unconsumed:
+        typer.secho(f"warning: not mapped: {location}", fg="yellow", err=True)
+    typer.echo(jsonio.dumps(doc.bundle, pretty=True).decode())
+
+
+def _map_files(files: list[Path]):
+    from .mapping import documents
+
+    if len(files) > 1 or files[0].is_dir():
+        tables = _csv_tables(files)
+        from .mapping.ssda903 import map_903
+
+        return map_903(tables)
+    raw = files[0].read_bytes()
+    return documents.MAPPERS[documents.detect(raw)](raw, None)
+
+
+def _csv_tables(paths: list[Path]) -> dict[str, bytes]:
+    files = [p for path in paths for p in (sorted(path.glob("*.csv")) if path.is_dir() else [path])]
+    return {p.name: p.read_bytes() for p in files}
+
+
+@app.command("import")
+def import_cmd(paths: list[Path] = typer.Argument(..., help="Documents, or folders of them (a folder of .csv "
+                                                            "tables is one SSDA903 return)."),
+               to: str = typer.Option(..., "--to", help="FHIR base URL of a lac-fhir-adapter server.")) -> None:
+    """Send partner documents to a running adapter, with a progress bar and a summary."""
+    import io
+    import zipfile
+
+    import requests
+    from rich.progress import Progress
+
+    from .mapping import documents
+
+    uploads: list[tuple[str, str, bytes, str]] = []  # (label, operation, body, content type)
+    for path in paths:
+        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        csvs = [p for p in candidates if p.suffix.lower() == ".csv"]
+        if csvs:
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w") as archive:
+                for p in csvs:
+                    archive.write(p, p.name)
+            uploads.append((f"{path} (SSDA903 tables)", "$import-903", buffer.getvalue(), "application/zip"))
+        for p in candidates:
+            if p.suffix.lower() == ".xml":
+                raw = p.read_bytes()
+                try:
+                    kind = documents.detect(raw)
+                except Exception as exc:  # noqa: BLE001 - reported per file below
+                    uploads.append((str(p), "", b"", str(exc)))
+                    continue
+                uploads.append((str(p), documents.OPERATION_OF[kind], raw, "application/xml"))
+    failures: list[str] = []
+    imported = repeated = 0
+    session = requests.Session()
+    with Progress(transient=True) as progress:
+        task = progress.add_task("importing", total=len(uploads))
+        for label, operation, body, content_type in uploads:
+            progress.advance(task)
+            if not operation:
+                failures.append(f"{label}: {content_type}")
+                continue
+            try:
+                r = session.post(f"{to.rstrip('/')}/{operation}", data=body,
+                                 headers={"Content-Type": content_type, "Accept": "application/fhir+json"}, timeout=120)
+            except requests.RequestException as exc:
+                failures.append(f"{label}: {exc}")
+                continue
+            if r.status_code == 201:
+                imported += 1
+            elif r.status_code == 200:
+                repeated += 1
+            else:
+                failures.append(f"{label}: HTTP {r.status_code}: {_diagnostics(r)}")
+    typer.echo(f"{imported} imported, {repeated} already there, {len(failures)} failed")
+    for failure in failures:
+        typer.secho(f"  {failure}", fg="red")
+    if failures:
+        raise typer.Exit(1)
+
+
+def _diagnostics(response) -> str:
+    try:
+        return "; ".join(i.get("diagnostics", "") for i in response.json().get("issue", []))
+    except ValueError:
+        return response.text[:200]
+
+
+@app.command("export-903")
+def export_903_cmd(out: Path = typer.Argument(..., help="Folder for header.csv, episodes.csv, oc2.csv."),
+                   year: int = typer.Option(..., help="Collection year ending 31 March of this year, e.g. 2026."),
+                   database: Optional[str] = DatabaseOption) -> None:
+    """Write the SSDA903 tables for the children held in the database."""
+    from .api.app import create_app
+    from .mapping.ssda903 import export_903
+    from .security.caller import SYSTEM
+
+    router = create_app(load_settings(database_url=database)).state.router
+    resources: list[dict] = []
+    with router.repo.transaction(SYSTEM, write=False) as tx:
+        for rtype in ("Patient", "EpisodeOfCare", "Observation"):
+            offset = 0
+            while True:
+                query = router.parser.parse(rtype, [("_count", "500"), ("_offset", str(offset)), ("_sort", "_id")])
+                page = tx.search(query).matches
+                resources.extend(s.resource() for s in page)
+                if len(page) < 500:
+                    break
+                offset += 500
+    tables = export_903(resources, year)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in tables.items():
+        (out / name).write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {out / name} ({text.count(chr(10)) - 1} rows)")
+
+
 @db_app.command("upgrade")
 def db_upgrade(database: Optional[str] = DatabaseOption) -> None:
     """Create or upgrade the database schema to this version of the adapter."""

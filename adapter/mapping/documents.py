@@ -13,7 +13,7 @@ from .document import MappedDocument
 
 MAX_ZIP_BYTES = 64 * 1024 * 1024   # uncompressed: refuse zip bombs
 FORM_ROOT = b"HealthAssessmentForm"
-NOTIFICATION_ROOT = b"LaHealthNotification"
+NOTIFICATION_ROOT = b"LANotification"
 SSDA903_ROOT = b"EXPSSDA903"
 
 

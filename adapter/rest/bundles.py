@@ -194,20 +194,29 @@ def _single(router, tx: Transaction, rtype: str, params: list, i: int) -> str | 
 
 
 def _rewrite_references(router, tx: Transaction, node, ids: dict[str, str], req: FhirRequest) -> None:
-    """Replace fullUrl and conditional references (`Type?params`) with resolved ones."""
+    """Replace fullUrls wherever they stand, and conditional references (`Type?params`).
+
+    FHIR's transaction rules: every matching link is replaced, in references and in
+    uri/url elements alike (Attachment.url pointing at a Binary in the same Bundle).
+    """
     stack = [node]
     while stack:
         cur = stack.pop()
         if isinstance(cur, dict):
-            ref = cur.get("reference")
-            if isinstance(ref, str):
-                if ref in ids:
-                    cur["reference"] = ids[ref]
-                elif "?" in ref and "/" not in ref.split("?", 1)[0]:
-                    cur["reference"] = _resolve_conditional(router, tx, ref, req)
-            stack.extend(v for v in cur.values() if isinstance(v, (dict, list)))
+            for key, value in cur.items():
+                if isinstance(value, str):
+                    if value in ids:  # references, and uri/url elements (e.g. Attachment.url)
+                        cur[key] = ids[value]
+                    elif key == "reference" and "?" in value and "/" not in value.split("?", 1)[0]:
+                        cur[key] = _resolve_conditional(router, tx, value, req)
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
         elif isinstance(cur, list):
-            stack.extend(v for v in cur if isinstance(v, (dict, list)))
+            for i, value in enumerate(cur):
+                if isinstance(value, str) and value in ids:
+                    cur[i] = ids[value]
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
 
 
 def _resolve_conditional(router, tx: Transaction, ref: str, req: FhirRequest) -> str:

@@ -31,6 +31,7 @@ SSDA903 = {
 PLACEMENT_2025_26 = SSDA903["ssda903-placement-type"]
 LOCAL = {
     "lac-care-plan-category": ["health-plan"],
+    "lac-episode-type": ["care-leaver"],
     "lac-assessment-type": ["iha", "rha", "adoption-medical", "leaving-care-summary", "carer-report", "consent"],
     "lac-consent-grantor": ["young-person", "parent-with-pr", "local-authority", "other-person-with-pr", "court"],
     "lac-consent-capacity": ["presumed-16-17", "gillick-competent", "not-competent", "lacks-capacity", "not-assessed"],
@@ -50,7 +51,9 @@ LOCAL = {
                          "placement-move", "out-of-area-provider", "report-late", "child-unwell", "other"],
     "lac-observation": ["sdq-total", "immunisations-up-to-date", "dental-registered", "dental-check-last-12-months",
                         "vision-check-up-to-date", "hearing-concern", "substance-misuse-identified", "smoker",
-                        "development-concern"],
+                        "development-concern", "convicted-in-year", "development-check-up-to-date",
+                        "health-assessment-up-to-date", "substance-misuse-intervention-received",
+                        "substance-misuse-intervention-offered"],
     "lac-yes-no-unknown": ["yes", "no", "unknown", "declined"],
     "lac-health-plan-outcome": ["achieved", "partly-achieved", "not-achieved", "in-progress", "no-longer-needed"],
 }
