@@ -83,3 +83,43 @@ def test_validate_reports_unreadable_input(tmp_path):
     result = run("validate", str(broken))
     assert result.returncode == 1
     assert "broken.xml" in result.stdout and "foo" in result.stdout
+
+
+def test_map_prints_the_fhir_bundle_offline():
+    result = run("map", "fixtures/la-notifications/entered-care.xml")
+    assert result.returncode == 0, result.stderr
+    bundle = json.loads(result.stdout)
+    types = {e["resource"]["resourceType"] for e in bundle["entry"]}
+    assert {"Patient", "EpisodeOfCare", "Task", "ServiceRequest"} <= types
+    tables = run("map", "fixtures/ssda903/header.csv", "fixtures/ssda903/episodes.csv", "fixtures/ssda903/oc2.csv")
+    assert tables.returncode == 0, tables.stderr
+    assert json.loads(tables.stdout)["type"] == "transaction"
+
+
+def test_map_names_the_line_of_a_broken_document(tmp_path):
+    broken = tmp_path / "form.xml"
+    broken.write_text((ROOT / "fixtures/forms-xml/iha-c.xml").read_text().replace('nhsNumber="9990000042"',
+                                                                                    'nhsNumber="9990000043"'))
+    result = run("map", str(broken))
+    assert result.returncode == 1
+    assert "line" in result.stderr and "NHS" in result.stderr
+
+
+def test_import_to_a_running_server_then_export_903(tmp_path):
+    from tests.support.server import running_server
+
+    url = f"sqlite:///{tmp_path / 'import.sqlite3'}"
+    with running_server(url) as base:
+        first = run("import", "fixtures/ssda903", "fixtures/la-notifications/entered-care.xml", "--to", base)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "3 imported, 0 already there, 0 failed" in first.stdout  # CSV tables, 903 XML, notification
+        again = run("import", "fixtures/ssda903", "--to", base)
+        assert "0 imported, 2 already there" in again.stdout
+        bad = run("import", "fixtures/la-notifications/legal-status-change.xml", "--to", base)  # child not held
+        assert bad.returncode == 1 and "422" in bad.stdout
+    out = tmp_path / "903"
+    exported = run("export-903", str(out), "--year", "2026", "--database", url)
+    assert exported.returncode == 0, exported.stderr
+    header = (out / "header.csv").read_text().splitlines()
+    assert header[0] == "CHILD,SEX,DOB,ETHNIC,UPN,MOTHER,MC_DOB"
+    assert len(header) > 1
