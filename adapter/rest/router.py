@@ -26,6 +26,7 @@ from .messages import FhirRequest, FhirResponse
 from .rawjson import RawJson
 from .shaping import shape
 
+CANONICAL_TYPES = frozenset({"StructureDefinition", "Questionnaire", "ValueSet", "CodeSystem"})
 ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 ETAG_RE = re.compile(r'^\s*(?:W/)?"?([0-9]+)"?\s*$')
 NON_CRITERIA = {"_format", "_pretty"}
@@ -374,9 +375,21 @@ class FhirRouter:
 
     # -- validation ----------------------------------------------------------------
     def resolver(self, tx: Transaction):
-        """Canonical lookups (Questionnaire, StructureDefinition, ...) in the store itself."""
+        """Canonical lookups (Questionnaire, StructureDefinition, ...) in the store itself.
+
+        Answers are remembered for the rest of the transaction (a document's resources
+        ask for the same profiles many times); a conformance resource written in the
+        same transaction clears them.
+        """
+
+        memo = tx.memo.setdefault("canonical", {})
 
         def resolve(rtype: str, canonical: str) -> dict | None:
+            if (rtype, canonical) not in memo:
+                memo[(rtype, canonical)] = lookup(rtype, canonical)
+            return memo[(rtype, canonical)]
+
+        def lookup(rtype: str, canonical: str) -> dict | None:
             url, _, version = canonical.partition("|")
             params = [("url", url)] + ([("version", version)] if version else [])
             query = self.parser.parse(rtype, params, strict=True)
@@ -406,6 +419,8 @@ class FhirRouter:
             interceptor(self, tx, rtype, current, resource)
 
     def _written(self, tx: Transaction, stored: Stored, resource: dict, base: str) -> None:
+        if stored.res_type in CANONICAL_TYPES:
+            tx.memo.pop("canonical", None)
         for interceptor in self.on_write:
             interceptor(self, tx, stored, resource, base)
 

@@ -99,6 +99,7 @@ class Transaction:
         self.conn = conn
         self.caller = caller
         self.base_url = base_url
+        self.memo: dict = {}  # per-transaction caches of the layers above (e.g. canonical lookups)
 
     # -- access ------------------------------------------------------------------
     def _visible(self, rows: list[Stored]) -> list[Stored]:
