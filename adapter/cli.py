@@ -13,6 +13,8 @@ app = typer.Typer(help="lac-fhir-adapter: FHIR R4 adapter for looked-after child
                   no_args_is_help=True)
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+outbox_app = typer.Typer(help="Messages to partners: inspect, retry, replay, deliver.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
 
 DatabaseOption = typer.Option(None, "--database", help="SQLAlchemy URL, e.g. sqlite:///var/a.db or "
                                                        "postgresql+psycopg://host/db (default: config file)")
@@ -25,7 +27,8 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
           load: list[Path] = typer.Option([], "--load", help="Load FHIR Bundles/resources from this file "
                                                              "or folder before serving (repeatable)."),
           workers: int = typer.Option(1, min=1, help="Server processes; on N cores, N serves N times the "
-                                                    "reads (each process has its own connection pool).")) -> None:
+                                                    "reads (each process has its own connection pool)."),
+          deliver: bool = typer.Option(True, help="Also run an outbox delivery worker in this process.")) -> None:
     """Start the FHIR server; the FHIR base is http://HOST:PORT/fhir."""
     import os
 
@@ -39,6 +42,11 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
         _load_into(fhir_app.state.router, path)
     typer.echo(f"FHIR base: http://{host}:{port}/fhir   database: {_safe_url(settings.database_url)}"
                f"   workers: {workers}")
+    if deliver:
+        from .exchange.partners import load_registry
+        from .exchange.worker import start_background
+
+        start_background(fhir_app.state.engine, load_registry())
     if workers == 1:
         uvicorn.run(fhir_app, host=host, port=port, log_level="info", access_log=False)
         return
@@ -269,6 +277,81 @@ def export_903_cmd(out: Path = typer.Argument(..., help="Folder for header.csv, 
     for name, text in tables.items():
         (out / name).write_text(text, encoding="utf-8")
         typer.echo(f"wrote {out / name} ({text.count(chr(10)) - 1} rows)")
+
+
+def _engine(database: Optional[str]):
+    from .store.database import make_engine, prepare
+
+    engine = make_engine(load_settings(database_url=database).database_url)
+    prepare(engine)
+    return engine
+
+
+@outbox_app.command("list")
+def outbox_list(status: Optional[str] = typer.Option(None, help="pending, delivering, delivered, dead or cancelled"),
+                limit: int = typer.Option(50, help="How many, newest first."),
+                database: Optional[str] = DatabaseOption) -> None:
+    """Show outbox messages and counts by status."""
+    from .exchange import outbox
+
+    engine = _engine(database)
+    with engine.connect() as conn:
+        counts = outbox.counts(conn)
+        rows = outbox.messages(conn, status, limit)
+    typer.echo("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "the outbox is empty")
+    for m in rows:
+        detail = f"HTTP {m.last_status}" if m.last_status else (m.last_error or "")
+        typer.echo(f"{m.id:>6} {m.status:<10} {m.destination:<10} {m.method} {m.path:<30} "
+                   f"attempts={m.attempts} {m.message_id} {detail[:80]}")
+
+
+@outbox_app.command("retry")
+def outbox_retry(ids: list[int] = typer.Argument(None, help="Message numbers; default: every dead message."),
+                 database: Optional[str] = DatabaseOption) -> None:
+    """Make dead-lettered (or the given) messages due again now."""
+    from .exchange import outbox
+
+    engine = _engine(database)
+    with engine.connect().execution_options(write=True) as conn, conn.begin():
+        n = outbox.retry(conn, ids or None)
+    typer.echo(f"{n} message(s) queued again")
+
+
+@outbox_app.command("replay")
+def outbox_replay(message: str = typer.Argument(..., help="Message number or X-Request-Id."),
+                  database: Optional[str] = DatabaseOption) -> None:
+    """Send a message again as a new message (new X-Request-Id, same correlation id)."""
+    from .exchange import outbox
+
+    engine = _engine(database)
+    try:
+        with engine.connect().execution_options(write=True) as conn, conn.begin():
+            new_id = outbox.replay(conn, message)
+    except KeyError:
+        typer.secho(f"no message {message}", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"queued as {new_id}")
+
+
+@outbox_app.command("deliver")
+def outbox_deliver(once: bool = typer.Option(False, help="Deliver what is due now, then stop."),
+                   database: Optional[str] = DatabaseOption) -> None:
+    """Run a delivery worker (several may run at once, on one or many machines)."""
+    import threading
+
+    from .exchange.partners import load_registry
+    from .exchange.worker import DeliveryWorker
+
+    worker = DeliveryWorker(_engine(database), load_registry())
+    if once:
+        n = worker.run_once(limit=1000)
+        typer.echo(f"{n} message(s) attempted")
+        return
+    stop = threading.Event()
+    try:
+        worker.run(stop)
+    except KeyboardInterrupt:
+        stop.set()
 
 
 @db_app.command("upgrade")

@@ -24,9 +24,31 @@ def test_db_upgrade_creates_then_reports_current(tmp_path):
     url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
     first = run("db", "upgrade", "--database", url)
     assert first.returncode == 0, first.stderr
-    assert "from version 0 to 1" in first.stdout
+    assert "from version 0 to 2" in first.stdout
     again = run("db", "upgrade", "--database", url)
-    assert "already at version 1" in again.stdout
+    assert "already at version 2" in again.stdout
+
+
+def test_db_upgrade_brings_an_older_schema_forward(tmp_path):
+    from datetime import datetime
+
+    from sqlalchemy import inspect
+
+    from adapter.store import database, tables
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    engine = database.make_engine(url)
+    with engine.connect().execution_options(write=True) as conn, conn.begin():  # a version-1 database
+        database.MIGRATIONS[0][1](conn)
+        conn.execute(tables.SchemaVersion.__table__.insert().values(version=1, applied=datetime(2026, 1, 1)))
+    engine.dispose()
+    refused = run("serve", "--port", "1", "--database", url)
+    assert refused.returncode != 0 and "db upgrade" in (refused.stdout + refused.stderr)
+    upgraded = run("db", "upgrade", "--database", url)
+    assert "from version 1 to 2" in upgraded.stdout
+    engine = database.make_engine(url)
+    assert {"outbox", "inbound_message"} <= set(inspect(engine).get_table_names())
+    engine.dispose()
 
 
 def test_load_is_idempotent_and_bad_file_names_itself(tmp_path):
@@ -123,3 +145,35 @@ def test_import_to_a_running_server_then_export_903(tmp_path):
     header = (out / "header.csv").read_text().splitlines()
     assert header[0] == "CHILD,SEX,DOB,ETHNIC,UPN,MOTHER,MC_DOB"
     assert len(header) > 1
+
+
+def test_outbox_commands(tmp_path):
+    import os
+
+    from adapter.exchange import outbox
+    from adapter.store.database import make_engine, prepare
+    from tests.support.server import running_server
+
+    url = f"sqlite:///{tmp_path / 'sender.sqlite3'}"
+    engine = make_engine(url)
+    prepare(engine)
+    with engine.connect().execution_options(write=True) as conn, conn.begin():
+        outbox.enqueue(conn, destination="OOA", method="POST", path="Patient",
+                       body=b'{"resourceType":"Patient","name":[{"family":"Clioutbox"}]}',
+                       content_type="application/fhir+json", kind="test")
+    engine.dispose()
+    listed = run("outbox", "list", "--database", url)
+    assert "pending: 1" in listed.stdout and "POST Patient" in listed.stdout
+    with running_server(f"sqlite:///{tmp_path / 'receiver.sqlite3'}") as base:
+        partners = tmp_path / "partners.toml"
+        partners.write_text(f'[self]\nods = "HOME"\n\n[[partner]]\nods = "OOA"\nname = "OOA trust"\nbase_url = "{base}"\n')
+        env = {**os.environ, "ADAPTER_PARTNERS": str(partners)}
+        delivered = subprocess.run([*CLI, "outbox", "deliver", "--once", "--database", url], cwd=ROOT, env=env,
+                                   capture_output=True, text=True, timeout=120)
+        assert "1 message(s) attempted" in delivered.stdout, delivered.stderr
+        assert requests.get(f"{base}/Patient", params={"family": "Clioutbox"}).json()["total"] == 1
+    assert "delivered: 1" in run("outbox", "list", "--database", url).stdout
+    replayed = run("outbox", "replay", "1", "--database", url)
+    assert "queued as" in replayed.stdout
+    assert "pending: 1" in run("outbox", "list", "--database", url).stdout
+    assert "0 message(s) queued again" in run("outbox", "retry", "--database", url).stdout

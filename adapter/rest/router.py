@@ -22,6 +22,7 @@ from ..fhir.search_query import QueryParser, SearchQuery
 from ..security.caller import Caller
 from ..store.repository import Repository, Stored, Transaction
 from ..validation.validator import Validator, errors
+from . import inbound
 from .messages import FhirRequest, FhirResponse
 from .rawjson import RawJson
 from .shaping import shape
@@ -50,15 +51,33 @@ class FhirRouter:
     def handle(self, caller: Caller, req: FhirRequest, base: str) -> FhirResponse:
         from . import bundles, capability
 
-        if req.path == [] and req.method == "POST":
-            return bundles.process(self, caller, req, base)
+        if req.path == [] and req.method == "POST" and not _is_transaction(req):
+            return bundles.process(self, caller, req, base)  # a batch: every entry on its own
         if req.path == ["metadata"]:
             if req.method != "GET":
                 raise _method_not_allowed(req)
             return FhirResponse(200, resource=capability.capability_statement(self, base))
         write = req.method in ("POST", "PUT", "PATCH", "DELETE") and not _is_search(req)
-        with self.repo.transaction(caller, write=write, base_url=base) as tx:
-            return self.dispatch(tx, req, base)
+        request_id = req.header("x-request-id") if write else None
+        for attempt in (1, 2):
+            try:
+                with self.repo.transaction(caller, write=write, base_url=base) as tx:
+                    if request_id:
+                        prior = inbound.replay(tx.conn, caller.client_id, request_id)
+                        if prior is not None:
+                            return prior
+                    if req.path == [] and req.method == "POST":
+                        response = FhirResponse(200, resource=bundles.run_transaction(
+                            self, tx, req.body, base, req.header("prefer")))
+                    else:
+                        response = self.dispatch(tx, req, base)
+                    if request_id:
+                        inbound.remember(tx.conn, caller.client_id, request_id, response)
+                    return response
+            except inbound.AlreadyProcessed:
+                if attempt == 2:
+                    raise FhirError(409, "conflict", f"request {request_id} is being processed; retry") from None
+        raise AssertionError("unreachable")
 
     def dispatch(self, tx: Transaction, req: FhirRequest, base: str) -> FhirResponse:
         path, method = req.path, req.method
@@ -485,6 +504,11 @@ def resource_headers(stored: Stored) -> dict[str, str]:
 
 
 READ_ONLY_POSTS = {"_search", "$validate", "$extract"}
+
+
+def _is_transaction(req: FhirRequest) -> bool:
+    return isinstance(req.body, dict) and req.body.get("resourceType") == "Bundle" and \
+        req.body.get("type") == "transaction"
 
 
 def _is_search(req: FhirRequest) -> bool:

@@ -16,7 +16,7 @@ from sqlmodel import SQLModel
 
 from . import tables
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def make_engine(url: str) -> Engine:
@@ -52,11 +52,17 @@ def is_sqlite(engine: Engine) -> bool:
 
 
 def _create_v1(conn: Connection) -> None:
-    SQLModel.metadata.create_all(conn)
+    """Resources, their versions and search indexes."""
+    SQLModel.metadata.create_all(conn, tables=tables.V1_TABLES)
+
+
+def _create_v2(conn: Connection) -> None:
+    """The outbox of messages to partners and the record of processed inbound requests."""
+    SQLModel.metadata.create_all(conn, tables=tables.V2_TABLES)
 
 
 # Ordered upgrade steps: (version reached, function). A new schema change appends a step.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _create_v1)]
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _create_v1), (2, _create_v2)]
 
 
 def current_version(conn: Connection) -> int:

@@ -145,3 +145,59 @@ INDEX_TABLES = {
     "number": NumberIndex.__table__,
     "quantity": NumberIndex.__table__,
 }
+
+
+class OutboxRow(SQLModel, table=True):
+    """A message to a partner, written in the transaction of the change that caused it.
+
+    Delivery claims a row by setting `claimed_by` and a lease (`claimed_until`); a worker
+    that dies leaves the lease to expire and another worker takes the message over.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_patient", "patient"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(sa_column=Column(String(64), nullable=False, unique=True))  # X-Request-Id
+    correlation_id: str = Field(sa_column=Column(String(64), nullable=False))           # X-Correlation-Id
+    destination: str = Field(sa_column=Column(String(64), nullable=False))              # partner ODS code
+    method: str = Field(sa_column=Column(String(8), nullable=False))
+    path: str = Field(sa_column=Column(String(1000), nullable=False))                   # under the partner's base
+    content_type: str = Field(sa_column=Column(String(100), nullable=False))
+    body: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    kind: str = Field(sa_column=Column(String(64), nullable=False))                     # e.g. "assessment-request"
+    patient: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
+    status: str = Field(sa_column=Column(String(16), nullable=False))  # pending|delivering|delivered|dead|cancelled
+    attempts: int = 0
+    created: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    next_attempt_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    claimed_by: str | None = Field(default=None, sa_column=Column(String(100), nullable=True))
+    claimed_until: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
+    delivered_at: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
+    last_status: int | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(String(2000), nullable=True))
+
+
+class InboundRow(SQLModel, table=True):
+    """A write request already processed, by sender and X-Request-Id, with its response."""
+
+    __tablename__ = "inbound_message"
+    __table_args__ = (UniqueConstraint("sender", "request_id", name="uq_inbound"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    sender: str = Field(sa_column=Column(String(100), nullable=False))
+    request_id: str = Field(sa_column=Column(String(200), nullable=False))
+    received: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    status: int
+    headers: str = Field(sa_column=Column(String(4000), nullable=False))   # JSON object
+    body: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+outbox_table = OutboxRow.__table__
+inbound_table = InboundRow.__table__
+V1_TABLES = [ResourceRow.__table__, VersionRow.__table__, StringIndex.__table__, TokenIndex.__table__,
+             ReferenceIndex.__table__, DateIndex.__table__, NumberIndex.__table__, SchemaVersion.__table__]
+V2_TABLES = [outbox_table, inbound_table]

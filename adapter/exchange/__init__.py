@@ -1,0 +1,1 @@
+"""Exchange with partners: the registry, the outbox and its delivery worker."""
