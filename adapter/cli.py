@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from .cli_fixtures import fixtures_app
 from .config import load_settings
 
 app = typer.Typer(help="lac-fhir-adapter: FHIR R4 adapter for looked-after children's health.",
@@ -15,6 +16,7 @@ db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 outbox_app = typer.Typer(help="Messages to partners: inspect, retry, replay, deliver.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(fixtures_app, name="fixtures")
 
 DatabaseOption = typer.Option(None, "--database", help="SQLAlchemy URL, e.g. sqlite:///var/a.db or "
                                                        "postgresql+psycopg://host/db (default: config file)")
