@@ -143,7 +143,18 @@ def report(router, tx: Transaction, req: FhirRequest, base: str, target: list[st
     return FhirResponse(200, content=html.encode("utf-8"), media_type="text/html; charset=utf-8")
 
 
+def export_form(router, tx: Transaction, req: FhirRequest, base: str, target: list[str]) -> FhirResponse:
+    """A stored QuestionnaireResponse as the BAAF-style form XML partners' systems read."""
+    if target[:1] != ["QuestionnaireResponse"] or len(target) != 2 or req.method != "GET":
+        raise bad_request("$export-form is GET QuestionnaireResponse/[id]/$export-form")
+    from ..mapping.forms import form_xml
+
+    xml = form_xml(tx.read(target[0], target[1]).resource())
+    return FhirResponse(200, content=xml, media_type="application/xml; charset=utf-8")
+
+
 OPERATIONS = {
+    "export-form": export_form,
     "validate": validate,
     "extract": extract,
     "report": report,

@@ -112,3 +112,19 @@ def test_ssda903_tables_in_a_zip(fhir):
     assert again.status_code == 200
     assert fhir.search("EpisodeOfCare", identifier="https://lac-fhir-adapter.example/fhir/Id/lac-episode|",
                        _summary="count")["total"] >= 1
+
+
+def test_form_round_trip_through_the_server(fhir, tag):
+    from lxml import etree
+
+    body, number, doc_id = form_for_new_child("rha-yp")
+    fhir.create(patient(tag, nhs=number))
+    assert fhir.http.post(fhir.url("$import-form"), data=body, headers=XML).status_code == 201
+    found = fhir.search("QuestionnaireResponse", identifier=f"https://lac-fhir-adapter.example/fhir/Id/form-document|{doc_id}")
+    qr_id = found["entry"][0]["resource"]["id"]
+    r = fhir.get(f"QuestionnaireResponse/{qr_id}/$export-form")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/xml")
+    parser = etree.XMLParser(remove_blank_text=True, remove_comments=True)
+    sent = etree.fromstring(body, parser)
+    back = etree.fromstring(r.content, parser)
+    assert etree.tostring(sent, method="c14n") == etree.tostring(back, method="c14n")
