@@ -19,7 +19,9 @@ from ..config import Settings
 from ..fhir.errors import FhirError
 from ..fhir.search_params import SearchRegistry
 from ..rest.messages import FhirRequest, FhirResponse
+from ..exchange import ooa, subscriptions
 from ..rest.interceptors import extract_on_submit, task_lifecycle
+from ..rest.pathway_hooks import plan_next_assessment
 from ..rest.publish import publish_conformance
 from ..rest.router import FhirRouter
 from ..security.caller import ANONYMOUS
@@ -28,6 +30,7 @@ from ..store.repository import Repository
 from ..validation.terminology import default_terminology
 from ..validation.validator import Validator
 from . import formats
+from .hardening import install_hardening
 
 log = logging.getLogger("adapter.api")
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
@@ -40,8 +43,12 @@ def create_app(settings: Settings) -> FastAPI:
     registry = SearchRegistry(settings.resource_types)
     repo = Repository(engine, registry, settings.base_url)
     router = FhirRouter(repo, settings, registry, Validator(default_terminology()))
+    # Cross-cutting rules, applied to every write in its own transaction (see docs/architecture.md).
     router.before_write.append(task_lifecycle)
-    router.on_write.append(extract_on_submit)
+    router.on_write.append(extract_on_submit)       # a completed assessment yields its findings
+    router.on_write.append(plan_next_assessment)    # ... and the next review is planned
+    router.on_write.append(ooa.on_write)            # out-of-area requests and results to partners
+    subscriptions.install(router)                   # FHIR R4 rest-hook Subscriptions
     publish_conformance(router)
 
     @asynccontextmanager
@@ -57,6 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
     endpoint = FhirEndpoint(router, settings)
     app.router.routes.append(Route("/fhir", endpoint))  # the base itself: transactions, system search
     app.mount("/fhir", endpoint)
+    install_hardening(app, settings)  # security headers, CORS, limits, rate limit, errors as OperationOutcome
     return app
 
 

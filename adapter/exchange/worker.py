@@ -52,12 +52,30 @@ class DeliveryWorker:
                 stop.wait(poll_seconds)
 
     def _send(self, message: outbox.Message) -> tuple[bool, int | None, str | None, bool]:
-        partner = self.registry.get(message.destination)
-        if partner is None or not partner.base_url:
-            return False, None, f"no FHIR endpoint for partner {message.destination} in the registry", False
-        url = f"{partner.base_url}/{message.path.lstrip('/')}"
-        headers = {"Content-Type": message.content_type, "Accept": "application/fhir+json",
+        from urllib.parse import urlsplit
+
+        extra: dict[str, str] = {}
+        if message.destination.startswith("url:"):
+            # an absolute endpoint (e.g. a Subscription's rest-hook), not a partner in the registry
+            url = message.path
+            if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+                return False, None, f"{url!r} is not an absolute http(s) URL", False
+            if message.destination.startswith("url:subscription/"):
+                from .subscriptions import delivery_headers
+
+                found = delivery_headers(self.engine, message.destination)
+                if found is None:
+                    return False, None, f"{message.destination[4:]} was deleted or is no longer active", False
+                extra = found
+        else:
+            partner = self.registry.get(message.destination)
+            if partner is None or not partner.base_url:
+                return False, None, f"no FHIR endpoint for partner {message.destination} in the registry", False
+            url = f"{partner.base_url}/{message.path.lstrip('/')}"
+        headers = {**extra, "Content-Type": message.content_type, "Accept": "application/fhir+json",
                    "X-Request-Id": message.message_id, "X-Correlation-Id": message.correlation_id}
+        if message.body is None and message.destination.startswith("url:"):
+            del headers["Content-Type"]  # a rest-hook notification without payload has no body
         try:
             response = self.session.request(message.method, url, data=message.body, headers=headers,
                                             timeout=self.registry.delivery.timeout_seconds)

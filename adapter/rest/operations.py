@@ -161,4 +161,5 @@ OPERATIONS = {
     "import-form": _document_operation("form", "import-form"),
     "la-notification": _document_operation("la-notification", "la-notification"),
     "import-903": _document_operation("ssda903", "import-903"),
+    "process-message": lambda *a: __import__("adapter.exchange.messaging", fromlist=["x"]).process_message(*a),
 }

@@ -1,0 +1,133 @@
+"""BaRS-style `$process-message` on a real server: accepted, idempotent, refused when malformed."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+
+import pytest
+import requests
+
+from adapter.exchange.partners import default_registry
+from tests.support.server import running_server
+
+NHS = "https://fhir.nhs.uk/Id/nhs-number"
+ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
+REQ_ID = "https://lac-fhir-adapter.example/fhir/Id/lac-assessment-request"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    with running_server(f"sqlite:///{tmp_path_factory.mktemp('msg') / 'adapter.sqlite3'}") as url:
+        yield url
+
+
+def message(nhs: str = "9990000263", request_value: str | None = None) -> dict:
+    header_id = str(uuid.uuid4())
+    patient_url, sr_url = f"urn:uuid:{uuid.uuid4()}", f"urn:uuid:{uuid.uuid4()}"
+    request_value = request_value or f"ZZ902/{uuid.uuid4().hex[:8]}/rha"
+    return {
+        "resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "message", "timestamp": "2026-11-20T10:00:00Z",
+        "entry": [
+            {"fullUrl": f"urn:uuid:{header_id}", "resource": {
+                "resourceType": "MessageHeader", "id": header_id,
+                "eventCoding": {"system": "https://fhir.nhs.uk/CodeSystem/message-events-bars",
+                                "code": "servicerequest-request"},
+                "sender": {"identifier": {"system": ODS, "value": "ZZ902"}},
+                "source": {"endpoint": "https://zz902.example/fhir/$process-message"},
+                "destination": [{"endpoint": "https://rdy.example/fhir/$process-message"}],
+                "focus": [{"reference": sr_url}]}},
+            {"fullUrl": sr_url, "resource": {
+                "resourceType": "ServiceRequest", "status": "active", "intent": "order",
+                "identifier": [{"system": REQ_ID, "value": request_value}],
+                "code": {"coding": [{"system": "https://lac-fhir-adapter.example/fhir/CodeSystem/lac-assessment-type",
+                                     "code": "rha", "display": "Review health assessment"}]},
+                "subject": {"reference": patient_url}, "authoredOn": "2026-11-20T10:00:00Z",
+                "occurrencePeriod": {"start": "2026-11-20", "end": "2026-12-18"},
+                "requester": {"identifier": {"system": ODS, "value": "ZZ902"}},
+                "performer": [{"identifier": {"system": ODS, "value": "RDY"}}]}},
+            {"fullUrl": patient_url, "resource": {
+                "resourceType": "Patient", "identifier": [{"system": NHS, "value": nhs}],
+                "name": [{"family": "Messagechild", "given": ["Ada"]}], "birthDate": "2014-03-02",
+                "gender": "female"}},
+        ]}
+
+
+def count(base: str, rtype: str, **params) -> int:
+    r = requests.get(f"{base}/{rtype}", params={**params, "_summary": "count"}, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["total"]
+
+
+def post(base: str, body: dict, **headers) -> requests.Response:
+    return requests.post(f"{base}/$process-message", json=body, timeout=30,
+                         headers={"Content-Type": "application/fhir+json", **headers})
+
+
+def test_accepted_message_stores_request_and_task_and_acknowledges(base):
+    msg = message(nhs="9990000271")
+    header_id = msg["entry"][0]["resource"]["id"]
+    value = msg["entry"][1]["resource"]["identifier"][0]["value"]
+    r = post(base, msg)
+    assert r.status_code == 200, r.text
+    ack = r.json()
+    assert ack["resourceType"] == "Bundle" and ack["type"] == "message"
+    head = ack["entry"][0]["resource"]
+    assert head["resourceType"] == "MessageHeader"
+    assert head["response"] == {"identifier": header_id, "code": "ok"}
+    assert head["eventCoding"]["code"] == "servicerequest-request"
+    task_url = head["focus"][0]["reference"]
+    assert "/Task/" in task_url
+    task = requests.get(task_url, timeout=10).json()
+    assert task["status"] == "requested"
+    assert task["owner"]["identifier"] == {"system": ODS, "value": default_registry().self_ods}
+    assert task["requester"]["identifier"] == {"system": ODS, "value": "ZZ902"}
+    assert task["restriction"]["period"]["end"] == "2026-12-18"
+    sr_ref = task["basedOn"][0]["reference"]
+    sr = requests.get(f"{base}/{sr_ref}", timeout=10).json()
+    assert sr["identifier"][0]["value"] == value
+    patient = requests.get(f"{base}/{task['for']['reference']}", timeout=10).json()
+    assert patient["identifier"][0]["value"] == "9990000271"
+    assert sr["subject"]["reference"] == task["for"]["reference"]
+    assert ack["entry"][1]["resource"]["id"] == task["id"]
+
+
+def test_duplicate_message_gets_the_same_answer_and_adds_nothing(base):
+    msg = message(nhs="9990000280")
+    value = msg["entry"][1]["resource"]["identifier"][0]["value"]
+    first = post(base, msg)
+    assert first.status_code == 200, first.text
+    again = post(base, copy.deepcopy(msg))
+    assert again.status_code == 200, again.text
+    assert again.json() == first.json()
+    assert count(base, "Task", identifier=f"{REQ_ID}|{value}") == 1
+    assert count(base, "ServiceRequest", identifier=f"{REQ_ID}|{value}") == 1
+    assert count(base, "Patient", identifier=f"{NHS}|9990000280") == 1
+    # a new message about the same child reuses the Patient
+    other = message(nhs="9990000280")
+    assert post(base, other).status_code == 200
+    assert count(base, "Patient", identifier=f"{NHS}|9990000280") == 1
+
+
+@pytest.mark.parametrize("breaks, element", [
+    (lambda m: m.update(type="transaction"), "Bundle.type"),
+    (lambda m: m["entry"].reverse(), "Bundle.entry[0].resource"),
+    (lambda m: m["entry"][0]["resource"]["eventCoding"].update(system="http://example.org/events"),
+     "Bundle.entry[0].resource.eventCoding.system"),
+    (lambda m: m["entry"][0]["resource"]["focus"][0].update(reference="urn:uuid:nowhere"),
+     "Bundle.entry[0].resource.focus[0].reference"),
+    (lambda m: m["entry"][0]["resource"].pop("sender"), "Bundle.entry[0].resource.sender.identifier"),
+    (lambda m: m["entry"][1]["resource"].pop("subject"), "Bundle.entry[1].resource.subject"),
+    (lambda m: m["entry"][2]["resource"].pop("identifier"), "Bundle.entry[2].resource.identifier"),
+])
+def test_malformed_message_is_refused_naming_the_element(base, breaks, element):
+    msg = message(nhs="9990000298")
+    breaks(msg)
+    r = post(base, msg)
+    assert r.status_code == 400, r.text
+    outcome = r.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    issue = outcome["issue"][0]
+    assert issue["severity"] == "error"
+    assert element in issue.get("expression", []), issue
+    assert count(base, "Patient", identifier=f"{NHS}|9990000298") == 0
