@@ -356,6 +356,39 @@ def outbox_deliver(once: bool = typer.Option(False, help="Deliver what is due no
         stop.set()
 
 
+GOV_UK_BANK_HOLIDAYS = "https://www.gov.uk/bank-holidays.json"
+
+
+@app.command("refresh-holidays")
+def refresh_holidays(source: str = typer.Option(GOV_UK_BANK_HOLIDAYS, help="URL or file of GOV.UK bank-holidays.json."),
+                     out: Optional[Path] = typer.Option(None, help="Where to write (default: the copy the clock reads).")) -> None:
+    """Refresh the offline copy of the England and Wales bank holidays the working-day clock uses."""
+    import json
+    from datetime import date
+
+    import requests
+
+    from .pathway.clocks import BANK_HOLIDAYS_FILE, DIVISION
+
+    try:
+        if source.startswith(("http://", "https://")):
+            response = requests.get(source, timeout=30)
+            response.raise_for_status()
+            data = response.json()
+        else:
+            data = json.loads(Path(source).read_text(encoding="utf-8"))
+        events = data[DIVISION]["events"]
+        dates = sorted(date.fromisoformat(e["date"]) for e in events)
+    except (requests.RequestException, OSError, ValueError, KeyError, TypeError) as exc:
+        typer.secho(f"{source}: not a GOV.UK bank-holidays.json with a {DIVISION} division: {exc}",
+                    fg="red", err=True)
+        raise typer.Exit(1)
+    target = out or BANK_HOLIDAYS_FILE
+    kept = {DIVISION: data[DIVISION], "source": f"Refreshed from {source}"}
+    target.write_text(json.dumps(kept, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    typer.echo(f"wrote {len(dates)} England and Wales bank holidays ({dates[0]} to {dates[-1]}) to {target}")
+
+
 @db_app.command("upgrade")
 def db_upgrade(database: Optional[str] = DatabaseOption) -> None:
     """Create or upgrade the database schema to this version of the adapter."""

@@ -177,3 +177,23 @@ def test_outbox_commands(tmp_path):
     assert "queued as" in replayed.stdout
     assert "pending: 1" in run("outbox", "list", "--database", url).stdout
     assert "0 message(s) queued again" in run("outbox", "retry", "--database", url).stdout
+
+
+def test_refresh_holidays_from_a_gov_uk_shaped_file(tmp_path):
+    source = tmp_path / "bank-holidays.json"
+    source.write_text(json.dumps({"england-and-wales": {"division": "england-and-wales", "events": [
+        {"title": "New Year’s Day", "date": "2031-01-01", "notes": "", "bunting": True},
+        {"title": "Good Friday", "date": "2031-04-11", "notes": "", "bunting": False}]},
+        "scotland": {"division": "scotland", "events": []}}))
+    out = tmp_path / "copy.json"
+    result = run("refresh-holidays", "--source", str(source), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "2 England and Wales bank holidays (2031-01-01 to 2031-04-11)" in result.stdout
+    from adapter.pathway.clocks import load_bank_holidays
+
+    from datetime import date
+    assert load_bank_holidays(out) == {date(2031, 1, 1), date(2031, 4, 11)}
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"scotland": {}}')
+    bad = run("refresh-holidays", "--source", str(broken), "--out", str(out))
+    assert bad.returncode == 1 and "england-and-wales" in bad.stderr

@@ -21,7 +21,7 @@ from ..fhir.search_params import SearchRegistry
 from ..rest.messages import FhirRequest, FhirResponse
 from ..exchange import ooa, subscriptions
 from ..rest.interceptors import extract_on_submit, task_lifecycle
-from ..rest.pathway_hooks import plan_next_assessment
+from ..rest.pathway_hooks import plan_next_assessment, reroute_on_placement_change
 from ..rest.publish import publish_conformance
 from ..rest.router import FhirRouter
 from ..security.caller import ANONYMOUS
@@ -47,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
     router.before_write.append(task_lifecycle)
     router.on_write.append(extract_on_submit)       # a completed assessment yields its findings
     router.on_write.append(plan_next_assessment)    # ... and the next review is planned
+    router.on_write.append(reroute_on_placement_change)  # a move re-routes open review requests
     router.on_write.append(ooa.on_write)            # out-of-area requests and results to partners
     subscriptions.install(router)                   # FHIR R4 rest-hook Subscriptions
     publish_conformance(router)

@@ -143,3 +143,55 @@ def planned_bundle(plan: PlannedTask, rules, completed_id: str, completed: dict,
     entries.append({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": task,
                     "request": {"method": "POST", "url": "Task", "ifNoneExist": if_none}})
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def reroute_on_placement_change(router, tx: Transaction, stored: Stored, resource: dict, base: str) -> None:
+    """A child who moves: open RHA requests go to the provider of the new placement area.
+
+    Only Tasks not yet taken up (status requested) are moved; one already accepted stays
+    with the provider doing it. A move to a partner's area sends the request on at once
+    (the out-of-area interceptor sees the Task's new owner).
+    """
+    from ..pathway.planning import placement
+    from ..pathway.routing import provider_for
+
+    if stored.res_type != "EpisodeOfCare" or stored.version_id < 2 or not is_looked_after(resource):
+        return
+    before = tx.vread("EpisodeOfCare", stored.res_id, str(stored.version_id - 1)).resource()
+    now_at = placement(resource)
+    if placement(before) == now_at:
+        return
+    patient_ref = (resource.get("patient") or {}).get("reference")
+    if not patient_ref:
+        return
+    rules = load_planning_rules()
+    route = provider_for("rha", now_at[0], now_at[1], rules.routing)
+    owner_ods = route.ods or rules.routing.unrouted_owner_ods
+    query = router.parser.parse("Task", [("patient", patient_ref), ("status", "requested"),
+                                         ("code", f"{ASSESSMENT_TYPES}|rha")])
+    for task_row in tx.search(query).matches:
+        task = task_row.resource()
+        if _owner_ods(tx, task) == owner_ods:
+            continue
+        org_url, org_entry = _organisation_entry(owner_ods, rules.routing.names.get(owner_ods))
+        task["owner"] = {"reference": org_url}
+        task.setdefault("note", []).append({"text": f"Re-routed after a placement change: {route.reason}"})
+        entries = [org_entry, {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": task,
+                               "request": {"method": "PUT", "url": f"Task/{task_row.res_id}",
+                                           "ifMatch": f'W/"{task_row.version_id}"'}}]
+        run_transaction(router, tx, {"resourceType": "Bundle", "type": "transaction", "entry": entries}, base)
+
+
+def _owner_ods(tx: Transaction, task: dict) -> str | None:
+    owner = task.get("owner") or {}
+    ident = owner.get("identifier") or {}
+    if ident.get("system") == ODS:
+        return ident.get("value")
+    org_id = _local_id(owner.get("reference"), "Organization")
+    if not org_id:
+        return None
+    try:
+        org = tx.read("Organization", org_id).resource()
+    except FhirError:
+        return None
+    return next((i.get("value") for i in org.get("identifier", []) if i.get("system") == ODS), None)

@@ -131,3 +131,23 @@ def test_completed_rha_plans_the_next_one(fhir, tag):
                                  {"type": {"text": "health plan"}, "valueReference": {"reference": f"CarePlan/{plan['id']}"}}]))
     [following] = planned(fhir, "Task", rha["id"])
     assert following["restriction"]["period"]["end"] == "2028-05-02"
+
+
+def test_a_placement_move_re_routes_the_open_rha_request(fhir, tag):
+    completed, _, _ = complete_iha(fhir, tag, born="2019-03-01", district="BH15", out=False, serial=hash(tag) % 800000 + 1)
+    [rha] = planned(fhir, "Task", completed["id"])
+    assert owner_ods(fhir, rha["owner"]["reference"]) == "RDY"
+    episodes = fhir.search("EpisodeOfCare", patient=completed["for"]["reference"], status="active")
+    episode = episodes["entry"][0]["resource"]
+    placement = next(e for e in episode["extension"] if e["url"].endswith("lac-placement"))
+    for sub in placement["extension"]:
+        if sub["url"] == "postcodeDistrict":
+            sub["valueString"] = "SO14"
+        if sub["url"] == "outOfArea":
+            sub["valueBoolean"] = True
+    put(fhir, episode)
+    [moved] = planned(fhir, "Task", completed["id"])
+    assert owner_ods(fhir, moved["owner"]["reference"]) == "ZZ901"
+    assert "placement change" in moved["note"][-1]["text"]
+    put(fhir, fhir.get(f"EpisodeOfCare/{episode['id']}").json())  # no move: nothing changes
+    assert fhir.get(f"Task/{moved['id']}").json()["meta"]["versionId"] == moved["meta"]["versionId"]
