@@ -54,6 +54,7 @@ def load_settings(path: Path | None = None, database_url: str | None = None) -> 
         max_query_params=int(http.get("max_query_params", 200)),
         max_header_count=int(http.get("max_header_count", 100)),
         max_header_bytes=int(http.get("max_header_bytes", 16384)),
-        rate_limit_per_second=float(http.get("rate_limit_per_second", 200)),
+        rate_limit_per_second=float(os.environ.get("ADAPTER_RATE_LIMIT_PER_SECOND")
+                                    or http.get("rate_limit_per_second", 200)),
         rate_limit_burst=int(http.get("rate_limit_burst", 400)),
     )

@@ -1,10 +1,11 @@
 """Hardening of the HTTP surface: one pure ASGI middleware in front of the whole app.
 
-On every request, before the app sees it:
+On every request, before the app sees it (in this order):
+- a token bucket per client (the Authorization header's value, else the client IP) -> 429,
+  so a flood of bad requests is throttled too;
 - methods other than GET/HEAD/POST/PUT/PATCH/DELETE (and OPTIONS for CORS) -> 405;
-- too many headers (or too many header bytes) -> 431, too long a URL -> 414,
-  too many query parameters -> 400;
-- a token bucket per client (the Authorization header's value, else the client IP) -> 429;
+- too many headers (or too many header bytes) -> 431, too long a URL -> 414, a NUL (%00)
+  in the URL -> 400, too many query parameters -> 400;
 - CORS preflight (OPTIONS) answered 204 only for a configured origin, else 405.
 
 On every response: security headers (no caching of health data, no sniffing, no framing,
@@ -141,7 +142,7 @@ class HardeningMiddleware:
                                          "preflight from an allowed origin", [self.allow_header], https, origin)
             return
 
-        state = {"started": False, "replace": None}
+        state = {"started": False, "done": False, "replace": None}
 
         async def guarded_send(message) -> None:
             if message["type"] == "http.response.start":
@@ -166,7 +167,10 @@ class HardeningMiddleware:
                     state["started"] = True
                     await self._send_outcome(send, scope, status, _STATUS_TEXT.get(status, "request refused"),
                                              extra, https, origin)
+                    state["done"] = True
                 return
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                state["done"] = True
             await send(message)
 
         try:
@@ -174,10 +178,22 @@ class HardeningMiddleware:
         except Exception:  # noqa: BLE001 - a client gets an OperationOutcome, the log gets the traceback
             log.exception("unhandled error on %s %s", method, scope.get("path"))
             if state["started"]:
-                raise
+                if state["done"]:  # the client already has its (OperationOutcome) answer
+                    return
+                raise  # half a response is out: let the server drop the connection
             await self._send_outcome(send, scope, 500, _STATUS_TEXT[500], [], https, origin)
 
     def _check(self, scope, method: str, headers) -> tuple[int, str, list] | None:
+        if self.limiter is not None:
+            key = _header(headers, b"authorization")
+            if key is None:
+                client = scope.get("client")
+                key = client[0] if client else "-"
+            else:
+                key = "auth:" + key
+            wait = self.limiter.take(key)
+            if wait > 0:
+                return 429, "too many requests; slow down", [(b"retry-after", str(max(1, math.ceil(wait))).encode())]
         if method not in ALLOWED_METHODS and method != "OPTIONS":
             return 405, f"HTTP method {method[:20]} is not supported", [self.allow_header]
         if len(headers) > self.max_headers:
@@ -193,16 +209,6 @@ class HardeningMiddleware:
             return 400, "the URL contains a NUL character (%00)", []
         if query and query.count(b"&") >= self.max_params and _count_params(query) > self.max_params:
             return 400, f"more than {self.max_params} query parameters", []
-        if self.limiter is not None:
-            key = _header(headers, b"authorization")
-            if key is None:
-                client = scope.get("client")
-                key = client[0] if client else "-"
-            else:
-                key = "auth:" + key
-            wait = self.limiter.take(key)
-            if wait > 0:
-                return 429, "too many requests; slow down", [(b"retry-after", str(max(1, math.ceil(wait))).encode())]
         return None
 
     def _secure(self, headers: list, https: bool, html: bool) -> list:

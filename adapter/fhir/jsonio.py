@@ -9,6 +9,7 @@ exhaust the stack.
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -51,21 +52,34 @@ def dumps(value: Any, pretty: bool = False) -> bytes:
     return orjson.dumps(value, default=_default, option=option)
 
 
-def _depth(value: Any, limit: int) -> int:
-    """Depth of nested containers, stopping as soon as `limit` is exceeded."""
-    stack = [(value, 1)]
-    deepest = 0
+# C0 control characters FHIR strings may not hold (tab, CR and LF are allowed).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def _check_tree(value: Any, limit: int) -> None:
+    """Refuse JSON nested deeper than `limit` or holding control characters in strings/keys."""
+    stack = [(value, 1, "")]
     while stack:
-        node, depth = stack.pop()
-        if depth > deepest:
-            deepest = depth
-            if deepest > limit:
-                return deepest
+        node, depth, where = stack.pop()
+        if depth > limit:
+            raise bad_request(f"JSON nesting deeper than {limit} levels", code="too-costly")
         if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
+            for key, item in node.items():
+                if _CONTROL.search(key):
+                    raise bad_request(f"control character in the JSON property name at {where or '/'}",
+                                      code="structure")
+                if isinstance(item, str):
+                    if _CONTROL.search(item):
+                        raise bad_request(f"control character in the string at {where}/{key}", code="structure")
+                elif isinstance(item, (dict, list)):
+                    stack.append((item, depth + 1, f"{where}/{key}"))
         elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
-    return deepest
+            for i, item in enumerate(node):
+                if isinstance(item, str):
+                    if _CONTROL.search(item):
+                        raise bad_request(f"control character in the string at {where}/{i}", code="structure")
+                elif isinstance(item, (dict, list)):
+                    stack.append((item, depth + 1, f"{where}/{i}"))
 
 
 def _reject_constant(name: str) -> Any:
@@ -83,8 +97,7 @@ def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
         if isinstance(exc, json.JSONDecodeError):
             detail = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
         raise bad_request(f"malformed JSON: {detail}", code="structure") from None
-    if _depth(value, max_depth) > max_depth:
-        raise bad_request(f"JSON nesting deeper than {max_depth} levels", code="too-costly")
+    _check_tree(value, max_depth)
     return value
 
 

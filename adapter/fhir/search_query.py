@@ -92,6 +92,9 @@ class QueryParser:
     def parse(self, resource_type: str | None, params: Iterable[tuple[str, str]],
               strict: bool = False) -> SearchQuery:
         params = list(params)
+        for name, value in params:
+            if "\x00" in name or "\x00" in value:
+                raise bad_request(f"search parameter '{name.replace(chr(0), '')}' holds a NUL character", [name])
         query = SearchQuery(resource_type=resource_type, raw=[(k, v) for k, v in params
                                                               if k not in ("_format", "_pretty", "_offset")])
         for name, value in params:
@@ -286,7 +289,10 @@ def _check_prefixed(param: SearchParam, value: str, name: str) -> None:
             raise bad_request(f"'{value}' is not a valid number for '{param.code}'", [name])
 
 
+MAX_INT_PARAM = 2_147_483_647
+
+
 def _non_negative(name: str, value: str) -> int:
-    if not value.isdigit():
-        raise bad_request(f"{name} must be a non-negative integer, not '{value}'", [name])
+    if not value.isdigit() or len(value) > 10 or int(value) > MAX_INT_PARAM:
+        raise bad_request(f"{name} must be a non-negative integer up to {MAX_INT_PARAM}, not '{value[:20]}'", [name])
     return int(value)

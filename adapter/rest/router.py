@@ -544,8 +544,8 @@ def _parse_http_date(value: str) -> datetime | None:
 
 
 def _int_param(name: str, value: str) -> int:
-    if not value.isdigit():
-        raise bad_request(f"{name} must be a non-negative integer, not '{value}'", [name])
+    if not value.isdigit() or len(value) > 10 or int(value) > 2_147_483_647:
+        raise bad_request(f"{name} must be a non-negative integer up to 2147483647, not '{value[:20]}'", [name])
     return int(value)
 
 

@@ -123,7 +123,7 @@ class Transaction:
         return stored
 
     def vread(self, rtype: str, rid: str, version: str) -> Stored:
-        if not version.isdigit():
+        if not version.isdigit() or len(version) > 18:
             raise not_found(f"{rtype}/{rid} has no version '{version}'")
         row = self.conn.execute(select(V).where(V.c.res_type == rtype, V.c.res_id == rid,
                                                 V.c.version_id == int(version))).first()

@@ -66,6 +66,8 @@ def sqlite_database(directory: Path) -> Iterator[str]:
 @contextmanager
 def running_server(database_url: str, **overrides) -> Iterator[str]:
     """Start the adapter on a free loopback port; yields its FHIR base URL."""
+    # Every test client shares 127.0.0.1: the per-client rate limit is off unless a test sets it.
+    overrides.setdefault("rate_limit_per_second", 0)
     settings = replace(load_settings(database_url=database_url), **overrides)
     app = create_app(settings)
     port = free_port()
