@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 from datetime import date
-from pathlib import Path
 
 import pytest
 import requests

@@ -225,7 +225,6 @@ def _returned_task(tx: Transaction, task: dict, refs: dict[str, str], subject: d
                       for o in task.get("output") or []
                       for ref in [(o.get("valueReference") or {}).get("reference", "")] if ref in refs]
     return _portable(tx, body, refs, self_ods, "Task", ensure=False)
-    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}, patient_ref
 
 
 # -- helpers ---------------------------------------------------------------------------

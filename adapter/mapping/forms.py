@@ -25,6 +25,7 @@ from lxml import etree
 
 from ..config import PROJECT_ROOT
 from ..fhir.errors import FhirError, Issue
+from ..fhir.identifiers import nhs_number_valid
 from ..fhir.jsonio import FhirDecimal
 from ..validation.terminology import default_terminology
 from .document import MappedDocument
@@ -167,15 +168,6 @@ def mappings() -> _Registry:
 
 # --------------------------------------------------------------------------- shared checks
 
-def nhs_number_valid(value: str) -> bool:
-    """Modulus 11: weights 10..2 on the first nine digits; 11 -> 0, 10 -> invalid."""
-    if not re.fullmatch(r"[0-9]{10}", value):
-        return False
-    total = sum(int(d) * w for d, w in zip(value[:9], range(10, 1, -1)))
-    check = 11 - total % 11
-    if check == 11:
-        check = 0
-    return check != 10 and check == int(value[9])
 
 
 def _date_ok(value: str, kind: str) -> bool:

@@ -38,6 +38,7 @@ from lxml import etree
 
 from ..config import PROJECT_ROOT
 from ..fhir.errors import FhirError, Issue
+from ..fhir.identifiers import nhs_number_valid
 from ..pathway.clocks import add_working_days, bank_holidays
 from ..validation.terminology import Terminology, default_terminology
 from .document import MappedDocument
@@ -100,15 +101,6 @@ def map_notification(data: bytes) -> MappedDocument:
                           unconsumed=engine.unconsumed())
 
 
-def nhs_number_valid(value: str) -> bool:
-    """10 digits, modulus 11 check digit (11 -> 0, 10 -> invalid)."""
-    if not re.fullmatch(r"[0-9]{10}", value):
-        return False
-    total = sum(int(d) * w for d, w in zip(value[:9], range(10, 1, -1)))
-    check = 11 - total % 11
-    if check == 11:
-        check = 0
-    return check != 10 and check == int(value[9])
 
 
 # -- the engine -----------------------------------------------------------------------------

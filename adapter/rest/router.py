@@ -15,7 +15,6 @@ from urllib.parse import parse_qsl, urlencode
 import jsonpatch
 
 from ..config import Settings
-from ..fhir import jsonio
 from ..fhir.errors import FhirError, Issue, bad_request, not_found, operation_outcome
 from ..fhir.search_params import SearchRegistry, date_range
 from ..fhir.search_query import QueryParser, SearchQuery

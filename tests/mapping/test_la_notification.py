@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import re
-from pathlib import Path
 
 import pytest
 
