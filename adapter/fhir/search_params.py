@@ -23,6 +23,17 @@ INDEXED_TYPES = ("string", "token", "reference", "date", "number", "quantity", "
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
+def _choice_suffixes() -> frozenset[str]:
+    """`DateTime`, `Period`, `Quantity`, ...: every type a choice element may carry, capitalised."""
+    from .definitions import element_index
+
+    types = set(element_index()["kinds"])
+    return frozenset(t[0].upper() + t[1:] for t in types)
+
+
+_CHOICE_SUFFIXES = _choice_suffixes()
+
+
 @dataclass(frozen=True)
 class SearchParam:
     code: str
@@ -107,18 +118,29 @@ _PAREN_AS = re.compile(r"^\((.+) as ([A-Za-z]+)\)(\..+)?$")
 
 
 def _children(nodes: list, name: str) -> list:
+    """Child elements called `name`; for a choice element (`effective`), whichever
+    `effective<Type>` the node holds, as FHIRPath navigates choice types."""
     out = []
     for node in nodes:
         if not isinstance(node, dict):
             continue
         val = node.get(name)
         if val is None:
-            continue
+            val = _choice_value(node, name)
+            if val is None:
+                continue
         if isinstance(val, list):
             out.extend(v for v in val if v is not None)
         else:
             out.append(val)
     return out
+
+
+def _choice_value(node: dict, name: str):
+    for key, value in node.items():
+        if len(key) > len(name) and key.startswith(name) and key[len(name):] in _CHOICE_SUFFIXES:
+            return value
+    return None
 
 
 def _choice(nodes: list, stem: str, type_name: str) -> list:

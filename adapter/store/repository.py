@@ -7,6 +7,7 @@ the one place where access rules apply to what leaves the store.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -75,11 +76,17 @@ class SearchResult:
 
 
 class Repository:
+    STATISTICS_EVERY = 5000  # write transactions between planner statistics refreshes
+
     def __init__(self, engine: Engine, registry: SearchRegistry, base_url: str | None = None):
         self.engine = engine
         self.registry = registry
         self.base_url = base_url
         self._lock_rows = engine.dialect.name == "postgresql"
+        # SQLite has one writer at a time; queueing writers of this process on a lock is fair
+        # and prompt, where SQLite's busy handler makes them sleep and retry.
+        self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+        self._writes = 0
 
     @contextmanager
     def transaction(self, caller: Caller, write: bool = True,
@@ -88,9 +95,22 @@ class Repository:
 
         `base_url` is the FHIR base the caller used: absolute references to it are local.
         """
-        with self.engine.connect().execution_options(write=write) as conn:
-            with conn.begin():
-                yield Transaction(self, conn, caller, base_url or self.base_url)
+        lock = self._write_lock if write else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            with self.engine.connect().execution_options(write=write) as conn:
+                with conn.begin():
+                    yield Transaction(self, conn, caller, base_url or self.base_url)
+        finally:
+            if lock is not None:
+                lock.release()
+        if write:
+            self._writes += 1
+            if self._writes % self.STATISTICS_EVERY == 0:
+                from .database import refresh_statistics
+
+                refresh_statistics(self.engine)
 
 
 class Transaction:
@@ -229,11 +249,15 @@ class Transaction:
         rtype = query.resource_type
         conds = self._where(query)
         result = SearchResult(matches=[], warnings=list(query.warnings))
-        if query.total != "none" or query.summary == "count":
+        want_total = query.total != "none" or query.summary == "count"
+
+        def count() -> int:
             count_stmt = select(func.count()).select_from(R).where(
                 R.c.deleted == false(), *([R.c.res_type == rtype] if rtype else []), *conds)
-            result.total = self.conn.execute(count_stmt).scalar_one()
+            return self.conn.execute(count_stmt).scalar_one()
+
         if query.summary == "count" or query.count == 0:
+            result.total = count() if want_total else None
             return result
         stmt = search_sql.base_select(rtype).where(*conds)
         order = []
@@ -250,6 +274,10 @@ class Transaction:
         rows = [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.content)
                 for r in self.conn.execute(stmt)]
         result.matches = self._visible(rows)
+        if want_total:
+            # A first page that is not full holds every match: no need to count them again.
+            short_first_page = query.offset == 0 and len(rows) < (query.count or 0)
+            result.total = len(result.matches) if short_first_page else count()
         if query.includes and result.matches:
             result.included = self._includes(result.matches, query.includes)
         return result

@@ -200,3 +200,16 @@ def test_pretty_and_format_parameters(fhir, tag):
     pretty = fhir.get(f"Patient/{p['id']}", params={"_pretty": "true", "_format": "json"})
     assert pretty.status_code == 200 and b"\n  " in pretty.content
     assert fhir.get(f"Patient/{p['id']}", params={"_format": "text/csv"}).status_code == 406
+
+
+def test_date_on_a_choice_element(fhir, tag):
+    p = fhir.create(patient(tag))
+    obs = fhir.create(observation(tag, f"Patient/{p['id']}", when="2024-03-01"))
+    assert ids(fhir.search("Observation", date="2024-03", _tag=tag)) == {obs["id"]}
+    assert ids(fhir.search("Observation", date="lt2024-03-01", _tag=tag)) == set()
+    period = observation(tag, f"Patient/{p['id']}")
+    del period["effectiveDateTime"]
+    period["effectivePeriod"] = {"start": "2025-01-01", "end": "2025-01-31"}
+    spanning = fhir.create(period)
+    assert ids(fhir.search("Observation", date="2025-01-15", _tag=tag)) == set()   # eq: the period is wider
+    assert ids(fhir.search("Observation", date="ge2025-01-15", _tag=tag)) == {spanning["id"]}
