@@ -225,15 +225,20 @@ class Generator:
             "text": _narrative(f"Looked after since {start.date().isoformat()}"),
             "identifier": [{"system": f"{LOCAL}/Id/episode", "value": str(uuid.UUID(int=rng.getrandbits(128)))}],
             "status": "active",
-            "statusHistory": [{"status": "planned", "period": {"start": start.date().isoformat(),
-                                                              "end": (start + timedelta(days=7)).date().isoformat()}}],
+            "statusHistory": [
+                {"status": "planned", "period": {"start": start.date().isoformat(),
+                                                 "end": (start + timedelta(days=7)).date().isoformat()}},
+                {"status": "active", "period": {"start": (start + timedelta(days=7)).date().isoformat()}},
+            ],
             "type": [{"coding": [{"system": f"{LOCAL}/CodeSystem/episode-type", "code": "looked-after",
-                                  "display": "Looked-after child"}]}],
+                                  "display": "Looked-after child"}],
+                      "text": "Looked after under section 20 or a care order"}],
             "patient": {"reference": subject},
             "managingOrganization": {"reference": f"Organization/{Population.ORGS[0]}"},
             "period": {"start": start.date().isoformat()},
             "careManager": {"reference": f"Practitioner/{rng.choice(Population.PRACTITIONERS)}"},
             "team": [{"display": "Children in care health team"}],
+            "account": [{"display": f"Placement funding {start.year}/{start.year + 1}"}],
         }
 
     def group(self) -> tuple[str, list[dict]]:
