@@ -6,13 +6,12 @@ when CI is set and the server is unreachable, so CI always exercises both.
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
 import requests
 
-from tests.support.server import postgres_available, postgres_database, running_server, sqlite_database
+from tests.support.server import postgres_database, require_postgres, running_server, sqlite_database
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -20,11 +19,7 @@ BACKENDS = ["sqlite", "postgresql"]
 @pytest.fixture(scope="session", params=BACKENDS)
 def backend(request) -> str:
     if request.param == "postgresql":
-        why = postgres_available()
-        if why:
-            if os.environ.get("CI"):
-                pytest.fail(why)
-            pytest.skip(why)
+        require_postgres()
     return request.param
 
 

@@ -16,11 +16,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
 from ..config import Settings
+from ..exchange import ooa, subscriptions
 from ..fhir.errors import FhirError
 from ..fhir.search_params import SearchRegistry
-from ..rest.messages import FhirRequest, FhirResponse
-from ..exchange import ooa, subscriptions
 from ..rest.interceptors import extract_on_submit, task_lifecycle
+from ..rest.messages import FhirRequest, FhirResponse
 from ..rest.pathway_hooks import plan_next_assessment, reroute_on_placement_change
 from ..rest.publish import publish_conformance
 from ..rest.router import FhirRouter

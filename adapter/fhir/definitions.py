@@ -40,6 +40,21 @@ def summary_elements(resource_type: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def find_element(elements: dict, key: str) -> tuple[dict | None, str | None]:
+    """An element of one type's `elements` by its JSON path, with the type a renamed choice
+    names: `scheduledPeriod` finds `scheduled[x]` and "Period". (spec, None) when not a choice."""
+    spec = elements.get(key)
+    if spec is not None:
+        return spec, None
+    for path, candidate in elements.items():
+        if path.endswith("[x]") and path.count(".") == key.count(".") and key.startswith(path[:-3]):
+            suffix = key[len(path) - 3:]
+            chosen = next((t for t in candidate["t"] if t[:1].upper() + t[1:] == suffix), None)
+            if chosen:
+                return candidate, chosen
+    return None, None
+
+
 @lru_cache(maxsize=1)
 def search_parameter_bundle() -> dict:
     return json.loads((R4_DIR / "search-parameters.json").read_text())

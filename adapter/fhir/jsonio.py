@@ -109,3 +109,14 @@ def loads_resource(data: bytes | str) -> dict:
     if not isinstance(value.get("resourceType"), str):
         raise bad_request("resource has no resourceType", ["resourceType"], code="structure")
     return value
+
+
+def plain(value: Any) -> Any:
+    """A copy with Decimals as floats, for libraries that want plain JSON types (fhirpathpy)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, Decimal):
+        return float(value)
+    return value

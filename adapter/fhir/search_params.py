@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Any, Callable, Iterable
 
 from .definitions import search_parameter_bundle
+from .jsonio import plain
 
 INDEXED_TYPES = ("string", "token", "reference", "date", "number", "quantity", "uri")
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -267,20 +268,9 @@ class _Compiled:
         if self.fast is not None:
             return self.fast(resource)
         try:
-            return list(self.slow(_plain(resource)))
+            return list(self.slow(plain(resource)))
         except Exception:  # noqa: BLE001 - an expression fhirpathpy cannot evaluate indexes nothing
             return []
-
-
-def _plain(value: Any) -> Any:
-    """fhirpathpy wants floats, not Decimals."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, Decimal):
-        return float(value)
-    return value
 
 
 @lru_cache(maxsize=None)

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 from urllib.parse import quote
 
-from ..fhir.definitions import element_index
+from ..fhir.definitions import element_index, find_element
 from ..validation.conformance import published_index
 
 SDC = "http://hl7.org/fhir/uv/sdc/StructureDefinition/"
@@ -426,15 +426,7 @@ def _steps(profile: dict, path: str, resolve: Resolver) -> list[_Step]:
         element_id += "." + seg
         elements = types.get(current, {})
         key = f"{local}.{name}" if local else name
-        spec, chosen = elements.get(key), None
-        if spec is None:  # a renamed choice: scheduledPeriod
-            for k, s in elements.items():
-                if k.endswith("[x]") and k.count(".") == key.count(".") and key.startswith(k[:-3]):
-                    suffix = key[len(k) - 3:]
-                    chosen = next((t for t in s["t"] if t[:1].upper() + t[1:] == suffix), None)
-                    if chosen:
-                        spec = s
-                        break
+        spec, chosen = find_element(elements, key)  # also a renamed choice: scheduledPeriod
         if spec is None:
             raise ExtractionError(f"definition path {path}: {current} has no element {key}")
         if spec.get("c"):

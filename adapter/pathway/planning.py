@@ -11,8 +11,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from .routing import Route, RoutingRules, load_routing, provider_for
-from .schedule import (PathwayRules, birthday, care_leaver_coverage_ends, leaving_care_summary_due, load_rules,
-                       next_rha_due)
+from .schedule import (
+    PathwayRules,
+    birthday,
+    care_leaver_coverage_ends,
+    leaving_care_summary_due,
+    load_rules,
+    next_rha_due,
+)
 
 SD = "https://lac-fhir-adapter.example/fhir/StructureDefinition/"
 PLACEMENT_URL = SD + "lac-placement"

@@ -11,8 +11,16 @@ import uuid
 from datetime import datetime, timezone
 
 from ..fhir.errors import FhirError
-from ..pathway.planning import (ASSESSMENT_TYPES, SUMMARY, PlannedTask, assessment_code, is_care_leaver,
-                                is_looked_after, load_planning_rules, next_assessment)
+from ..pathway.planning import (
+    ASSESSMENT_TYPES,
+    SUMMARY,
+    PlannedTask,
+    assessment_code,
+    is_care_leaver,
+    is_looked_after,
+    load_planning_rules,
+    next_assessment,
+)
 from ..store.repository import Stored, Transaction
 from .bundles import run_transaction
 from .ingest import _now

@@ -14,7 +14,14 @@ from sqlalchemy.sql import ColumnElement, Select
 
 from ..fhir import search_params as sp
 from ..fhir.errors import bad_request
-from ..fhir.search_query import ChainClause, Clause, HasClause, ParamClause, split_prefix, unescape
+from ..fhir.search_query import (
+    ChainClause,
+    Clause,
+    HasClause,
+    ParamClause,
+    split_prefix,
+    unescape,
+)
 from .tables import INDEX_TABLES, resource_table
 
 R = resource_table

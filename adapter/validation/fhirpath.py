@@ -29,6 +29,8 @@ from fhirpathpy.models import models
 from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
+from ..fhir.jsonio import plain
+
 MODEL = models["r4"]
 
 
@@ -163,17 +165,6 @@ FUNCTIONS: dict[str, dict] = {
 
 
 # ---- evaluation -----------------------------------------------------------------------------
-
-def plain(value: Any) -> Any:
-    """A copy with Decimals as floats (fhirpathpy wants JSON types)."""
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    if isinstance(value, Decimal):
-        return float(value)
-    return value
-
 
 class _RaisingListener(ErrorListener):
     def syntaxError(self, recognizer, offendingSymbol, line, column, msg, e):  # noqa: N802 - antlr's name

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from datetime import timedelta
@@ -17,7 +16,7 @@ from adapter.exchange.partners import DeliveryRules, Partner, Registry
 from adapter.exchange.worker import DeliveryWorker
 from adapter.store.database import make_engine, prepare
 from adapter.store.tables import outbox_table
-from tests.support.server import free_port, postgres_available, postgres_database, running_server
+from tests.support.server import free_port, postgres_database, require_postgres, running_server
 
 FAST = DeliveryRules(max_attempts=4, base_seconds=0.05, max_seconds=0.2, lease_seconds=0.5, timeout_seconds=5)
 
@@ -25,11 +24,7 @@ FAST = DeliveryRules(max_attempts=4, base_seconds=0.05, max_seconds=0.2, lease_s
 @pytest.fixture(params=["sqlite", "postgresql"])
 def sender_engine(request, tmp_path):
     if request.param == "postgresql":
-        why = postgres_available()
-        if why:
-            if os.environ.get("CI"):
-                pytest.fail(why)
-            pytest.skip(why)
+        require_postgres()
         with postgres_database() as url:
             engine = make_engine(url)
             prepare(engine)

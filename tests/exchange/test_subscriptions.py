@@ -8,7 +8,6 @@ the DeliveryWorker: with a payload, `PUT [endpoint]/[type]/[id]` with the resour
 from __future__ import annotations
 
 import json
-import os
 import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +20,7 @@ from adapter.exchange.partners import DeliveryRules, Registry
 from adapter.exchange.subscriptions import KIND
 from adapter.exchange.worker import DeliveryWorker
 from adapter.store.database import make_engine
-from tests.support.server import postgres_available, postgres_database, running_server
+from tests.support.server import postgres_database, require_postgres, running_server
 
 JSON = {"Content-Type": "application/fhir+json"}
 REGISTRY = Registry(self_ods="X", delivery=DeliveryRules(max_attempts=2, base_seconds=0.05, max_seconds=0.1,
@@ -149,11 +148,7 @@ def test_matching_write_is_put_to_the_endpoint_with_payload_and_headers(adapter,
 
 
 def test_on_postgresql(receiver):
-    why = postgres_available()
-    if why:
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
+    require_postgres()
     with postgres_database() as url, adapter_at(url) as (base, engine):
         end_to_end(base, engine, receiver)
 

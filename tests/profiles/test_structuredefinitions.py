@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from adapter.fhir.definitions import element_index
+from adapter.fhir.definitions import element_index, find_element
 from adapter.fhir.errors import FhirError
 from adapter.validation.profiles import resolver_for, validate_profile
 from adapter.validation.structure import validate_structure
@@ -60,18 +60,9 @@ def _resolve_path(type_name: str, segments: list[str]) -> bool:
     for seg in segments:
         elements = types.get(current, {})
         key = f"{local}.{seg}" if local else seg
-        spec = elements.get(key)
-        chosen = None
-        if spec is None:  # a renamed choice: valueCoding
-            for k, s in elements.items():
-                if k.endswith("[x]") and k.count(".") == key.count(".") and key.startswith(k[:-3]):
-                    suffix = key[len(k) - 3:]
-                    chosen = next((t for t in s["t"] if t[:1].upper() + t[1:] == suffix), None)
-                    if chosen:
-                        spec = s
-                        break
-            if spec is None:
-                return False
+        spec, chosen = find_element(elements, key)  # also a renamed choice: valueCoding
+        if spec is None:
+            return False
         if spec.get("c"):
             key = spec["c"].lstrip("#")
             key = key.split(".", 1)[1] if key.startswith(current + ".") else key
