@@ -18,6 +18,9 @@ outbox_app = typer.Typer(help="Messages to partners: inspect, retry, replay, del
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(fixtures_app, name="fixtures")
 
+TokenOption = typer.Option(None, "--token", envvar="LAC_ADAPTER_TOKEN", show_default=False,
+                           help="Bearer access token for the server (from its /auth/token, or a "
+                                "`serve --dev` static token); default: env LAC_ADAPTER_TOKEN.")
 DatabaseOption = typer.Option(None, "--database", help="SQLAlchemy URL, e.g. sqlite:///var/a.db or "
                                                        "postgresql+psycopg://host/db (default: config file)")
 
@@ -30,15 +33,27 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
                                                              "or folder before serving (repeatable)."),
           workers: int = typer.Option(1, min=1, help="Server processes; on N cores, N serves N times the "
                                                     "reads (each process has its own connection pool)."),
-          deliver: bool = typer.Option(True, help="Also run an outbox delivery worker in this process.")) -> None:
+          deliver: bool = typer.Option(True, help="Also run an outbox delivery worker in this process."),
+          dev: bool = typer.Option(False, "--dev", help="Development only: also accept the static bearer "
+                                                        "tokens of [auth.dev_tokens] (local demos).")) -> None:
     """Start the FHIR server; the FHIR base is http://HOST:PORT/fhir."""
     import os
+    from dataclasses import replace
 
     import uvicorn
 
     from .api.app import create_app
 
     settings = load_settings(database_url=database)
+    if dev:
+        settings = replace(settings, dev_mode=True)
+        os.environ["ADAPTER_DEV_MODE"] = "1"  # read by each worker process (app_from_environment)
+        typer.secho("DEVELOPMENT MODE: static bearer tokens are accepted. Never use --dev with real data.",
+                    fg="red", bold=True, err=True)
+        for token in settings.dev_tokens:
+            typer.secho(f"  Authorization: Bearer {token.token}   ({token.organisation}, "
+                        f"{token.role or 'role from the partner registry'}, {' '.join(token.scopes)})",
+                        fg="red", err=True)
     fhir_app = create_app(settings)
     for path in load:
         _load_into(fhir_app.state.router, path)
@@ -65,8 +80,11 @@ def load_cmd(paths: list[Path] = typer.Argument(..., help="Files or folders of F
     from .api.app import create_app
 
     fhir_app = create_app(load_settings(database_url=database))
-    for path in paths:
-        _load_into(fhir_app.state.router, path)
+    try:
+        for path in paths:
+            _load_into(fhir_app.state.router, path)
+    finally:
+        fhir_app.state.router.trail.close()  # store queued audit events (refused files) before exit
 
 
 def _load_into(router, path: Path) -> None:
@@ -188,7 +206,8 @@ def _csv_tables(paths: list[Path]) -> dict[str, bytes]:
 @app.command("import")
 def import_cmd(paths: list[Path] = typer.Argument(..., help="Documents, or folders of them (a folder of .csv "
                                                             "tables is one SSDA903 return)."),
-               to: str = typer.Option(..., "--to", help="FHIR base URL of a lac-fhir-adapter server.")) -> None:
+               to: str = typer.Option(..., "--to", help="FHIR base URL of a lac-fhir-adapter server."),
+               token: Optional[str] = TokenOption) -> None:
     """Send partner documents to a running adapter, with a progress bar and a summary."""
     import io
     import zipfile
@@ -220,6 +239,8 @@ def import_cmd(paths: list[Path] = typer.Argument(..., help="Documents, or folde
     failures: list[str] = []
     imported = repeated = 0
     session = requests.Session()
+    if token:
+        session.headers["Authorization"] = f"Bearer {token}"
     with Progress(transient=True) as progress:
         task = progress.add_task("importing", total=len(uploads))
         for label, operation, body, content_type in uploads:
@@ -397,6 +418,12 @@ def db_upgrade(database: Optional[str] = DatabaseOption) -> None:
     settings = load_settings(database_url=database)
     engine = make_engine(settings.database_url)
     before, after = upgrade(engine)
+    if 0 < before < 3 <= after:  # resources stored before access control need their access rows
+        from .fhir.search_params import SearchRegistry
+        from .store.repository import Repository
+
+        count = Repository(engine, SearchRegistry(settings.resource_types), settings.base_url).rebuild_access()
+        typer.echo(f"access rows built for {count} stored resources")
     engine.dispose()
     if before == after:
         typer.echo(f"schema already at version {after}")

@@ -137,7 +137,10 @@ def load_cmd(path: Optional[Path] = typer.Argument(None, help="The scenario set,
              target: Optional[str] = typer.Option(None, "--target", help="FHIR base URL of any FHIR R4 server: "
                                                   "POST the scenarios' fhir/*.json transaction Bundles there."),
              database: Optional[str] = typer.Option(None, "--database", help="SQLAlchemy URL of our own database "
-                                                    "(default: config file); ignored with --target.")) -> None:
+                                                    "(default: config file); ignored with --target."),
+             token: Optional[str] = typer.Option(None, "--token", envvar="LAC_ADAPTER_TOKEN", show_default=False,
+                                                 help="Bearer access token for --target (default: env "
+                                                      "LAC_ADAPTER_TOKEN).")) -> None:
     """Load the scenarios: into our own database (documents, as the document operations store
     them), or with --target as FHIR transaction Bundles into any FHIR server."""
     from rich.progress import Progress
@@ -152,7 +155,7 @@ def load_cmd(path: Optional[Path] = typer.Argument(None, help="The scenario set,
         typer.secho(f"{root}: no scenarios with {'fhir/*.json' if target else 'documents'}", fg="red", err=True)
         raise typer.Exit(2)
     summary = Summary()
-    loader = _TargetLoader(target) if target else _DatabaseLoader(database)
+    loader = _TargetLoader(target, token) if target else _DatabaseLoader(database)
     with loader, Progress(transient=True) as progress:
         task = progress.add_task("loading scenarios", total=len(items))
         for scenario, file in items:
@@ -217,12 +220,14 @@ class _TargetLoader:
     re-sending it would fail).
     """
 
-    def __init__(self, base: str):
+    def __init__(self, base: str, token: str | None = None):
         import requests
 
         self.base = base.rstrip("/")
         self.http = requests.Session()
         self.http.headers.update({"Accept": "application/fhir+json"})
+        if token:
+            self.http.headers["Authorization"] = f"Bearer {token}"
 
     def __enter__(self) -> "_TargetLoader":
         return self
@@ -289,3 +294,4 @@ def _diagnostics(response) -> str:
         return "; ".join(i.get("diagnostics", "") for i in response.json().get("issue", [])) or response.text[:300]
     except ValueError:
         return response.text[:300]
+

@@ -7,6 +7,7 @@ beside the examples. We keep two derived files:
 - elements.json: per type (every resource and data type), each element path
   with its types, whether it repeats, whether it is in the summary, and the
   contentReference it reuses. The XML codec and _summary use it.
+- patient-compartment.json: the Patient CompartmentDefinition, resource types with params.
 - search-parameters.json: a FHIR Bundle of the specification's SearchParameters
   whose base is a resource type we serve, trimmed to the fields search needs.
 
@@ -108,6 +109,16 @@ def main(src: Path) -> None:
     (OUT / "search-parameters.json").write_text(json.dumps(
         {"resourceType": "Bundle", "id": "r4-search-parameters", "type": "collection",
          "entry": kept}, separators=(",", ":")))
+
+    # The Patient compartment: which search parameters tie each resource type to a child
+    # (organisation scoping, adapter/security/access.py).
+    compartment = json.loads((src / "CompartmentDefinition-patient.json").read_text())
+    (OUT / "patient-compartment.json").write_text(json.dumps(
+        {"resourceType": "CompartmentDefinition", "url": compartment["url"],
+         "version": compartment.get("version"), "name": compartment["name"],
+         "status": compartment["status"], "code": compartment["code"], "search": compartment["search"],
+         "resource": [{"code": r["code"], "param": r["param"]}
+                      for r in compartment["resource"] if r.get("param")]}, indent=1))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,13 @@ import uuid
 import pytest
 import requests
 
-from tests.support.server import postgres_database, require_postgres, running_server, sqlite_database
+from tests.support.auth import ADMIN_HEADERS
+from tests.support.server import (
+    postgres_database,
+    require_postgres,
+    running_server,
+    sqlite_database,
+)
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -44,9 +50,10 @@ class Fhir:
 
     JSON = "application/fhir+json"
 
-    def __init__(self, base: str):
+    def __init__(self, base: str, headers: dict[str, str] | None = None):
         self.base = base
         self.http = requests.Session()
+        self.http.headers.update(headers or ADMIN_HEADERS)
 
     def url(self, path: str) -> str:
         return path if path.startswith("http") else f"{self.base}/{path.lstrip('/')}"

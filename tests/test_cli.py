@@ -10,7 +10,11 @@ from pathlib import Path
 
 import requests
 
+from tests.support.auth import ADMIN_TOKEN, admin_session
 from tests.support.server import free_port
+
+ADMIN_HTTP = admin_session()
+DEV_LA = {"Authorization": "Bearer dev-la-token"}  # config/adapter.toml [auth.dev_tokens], `serve --dev`
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "adapter"]
@@ -24,9 +28,9 @@ def test_db_upgrade_creates_then_reports_current(tmp_path):
     url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
     first = run("db", "upgrade", "--database", url)
     assert first.returncode == 0, first.stderr
-    assert "from version 0 to 2" in first.stdout
+    assert "from version 0 to 3" in first.stdout
     again = run("db", "upgrade", "--database", url)
-    assert "already at version 2" in again.stdout
+    assert "already at version 3" in again.stdout
 
 
 def test_db_upgrade_brings_an_older_schema_forward(tmp_path):
@@ -45,7 +49,7 @@ def test_db_upgrade_brings_an_older_schema_forward(tmp_path):
     refused = run("serve", "--port", "1", "--database", url)
     assert refused.returncode != 0 and "db upgrade" in (refused.stdout + refused.stderr)
     upgraded = run("db", "upgrade", "--database", url)
-    assert "from version 1 to 2" in upgraded.stdout
+    assert "from version 1 to 3" in upgraded.stdout
     engine = database.make_engine(url)
     assert {"outbox", "inbound_message"} <= set(inspect(engine).get_table_names())
     engine.dispose()
@@ -66,7 +70,7 @@ def test_serve_starts_two_workers_on_an_empty_database_with_demo_data(tmp_path):
     port = free_port()
     url = f"sqlite:///{tmp_path / 'serve.sqlite3'}"
     proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--database", url, "--load", "fixtures/demo",
-                             "--workers", "2"],
+                             "--workers", "2", "--dev"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}/fhir"
     try:
@@ -74,14 +78,17 @@ def test_serve_starts_two_workers_on_an_empty_database_with_demo_data(tmp_path):
         while True:
             try:
                 r = requests.get(f"{base}/Patient", params={"identifier": "https://fhir.nhs.uk/Id/nhs-number|9990000034"},
-                                 timeout=2)
+                                 headers=DEV_LA, timeout=2)
                 break
             except requests.ConnectionError:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise AssertionError(proc.stdout.read() if proc.stdout else "server did not start")
                 time.sleep(0.2)
         assert r.status_code == 200
-        assert json.loads(r.content)["total"] == 1
+        assert json.loads(r.content)["total"] == 1  # the demo LA sees its own child (config dev token)
+        assert requests.get(f"{base}/Patient", timeout=5).status_code == 401
+        ooa = requests.get(f"{base}/Patient", headers={"Authorization": "Bearer dev-ooa-token"}, timeout=5)
+        assert ooa.status_code == 200 and json.loads(ooa.content)["total"] == 0
     finally:
         proc.terminate()
         proc.wait(20)
@@ -132,12 +139,12 @@ def test_import_to_a_running_server_then_export_903(tmp_path):
 
     url = f"sqlite:///{tmp_path / 'import.sqlite3'}"
     with running_server(url) as base:
-        first = run("import", "fixtures/ssda903", "fixtures/la-notifications/entered-care.xml", "--to", base)
+        first = run("import", "fixtures/ssda903", "fixtures/la-notifications/entered-care.xml", "--to", base, "--token", ADMIN_TOKEN)
         assert first.returncode == 0, first.stdout + first.stderr
         assert "3 imported, 0 already there, 0 failed" in first.stdout  # CSV tables, 903 XML, notification
-        again = run("import", "fixtures/ssda903", "--to", base)
+        again = run("import", "fixtures/ssda903", "--to", base, "--token", ADMIN_TOKEN)
         assert "0 imported, 2 already there" in again.stdout
-        bad = run("import", "fixtures/la-notifications/legal-status-change.xml", "--to", base)  # child not held
+        bad = run("import", "fixtures/la-notifications/legal-status-change.xml", "--to", base, "--token", ADMIN_TOKEN)  # child not held
         assert bad.returncode == 1 and "422" in bad.stdout
     out = tmp_path / "903"
     exported = run("export-903", str(out), "--year", "2026", "--database", url)
@@ -166,12 +173,14 @@ def test_outbox_commands(tmp_path):
     assert "pending: 1" in listed.stdout and "POST Patient" in listed.stdout
     with running_server(f"sqlite:///{tmp_path / 'receiver.sqlite3'}") as base:
         partners = tmp_path / "partners.toml"
-        partners.write_text(f'[self]\nods = "HOME"\n\n[[partner]]\nods = "OOA"\nname = "OOA trust"\nbase_url = "{base}"\n')
-        env = {**os.environ, "ADAPTER_PARTNERS": str(partners)}
+        partners.write_text(f'[self]\nods = "HOME"\n\n[[partner]]\nods = "OOA"\nname = "OOA trust"\n'
+                            f'base_url = "{base}"\n'
+                            'outbound_auth = { type = "bearer", token_env = "OOA_TOKEN" }\n')
+        env = {**os.environ, "ADAPTER_PARTNERS": str(partners), "OOA_TOKEN": ADMIN_TOKEN}
         delivered = subprocess.run([*CLI, "outbox", "deliver", "--once", "--database", url], cwd=ROOT, env=env,
                                    capture_output=True, text=True, timeout=120)
         assert "1 message(s) attempted" in delivered.stdout, delivered.stderr
-        assert requests.get(f"{base}/Patient", params={"family": "Clioutbox"}).json()["total"] == 1
+        assert ADMIN_HTTP.get(f"{base}/Patient", params={"family": "Clioutbox"}).json()["total"] == 1
     assert "delivered: 1" in run("outbox", "list", "--database", url).stdout
     replayed = run("outbox", "replay", "1", "--database", url)
     assert "queued as" in replayed.stdout
@@ -189,9 +198,9 @@ def test_refresh_holidays_from_a_gov_uk_shaped_file(tmp_path):
     result = run("refresh-holidays", "--source", str(source), "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "2 England and Wales bank holidays (2031-01-01 to 2031-04-11)" in result.stdout
-    from adapter.pathway.clocks import load_bank_holidays
-
     from datetime import date
+
+    from adapter.pathway.clocks import load_bank_holidays
     assert load_bank_holidays(out) == {date(2031, 1, 1), date(2031, 4, 11)}
     broken = tmp_path / "broken.json"
     broken.write_text('{"scotland": {}}')

@@ -14,14 +14,25 @@ import sys
 from datetime import date
 
 import pytest
-import requests
 
-from adapter.cli_fixtures import (DEFAULT_SCENARIOS, bundle_json, bundle_name, document_key, documents_of,
-                                  fixtures_app, map_document, normalise_bundle, scenarios)
+from adapter.cli_fixtures import (
+    DEFAULT_SCENARIOS,
+    bundle_json,
+    bundle_name,
+    document_key,
+    documents_of,
+    fixtures_app,
+    map_document,
+    normalise_bundle,
+    scenarios,
+)
 from adapter.config import PROJECT_ROOT
 from adapter.mapping.la_notification import nhs_number_valid
 from adapter.pathway.clocks import add_working_days, bank_holidays
+from tests.support.auth import ADMIN_TOKEN, admin_session
 from tests.support.server import running_server
+
+ADMIN_HTTP = admin_session()
 
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
 ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
@@ -128,7 +139,7 @@ def loaded(tmp_path_factory) -> str:
 
 
 def search(base: str, rtype: str, **params) -> dict:
-    r = requests.get(f"{base}/{rtype}", params={"_count": "100", **params},
+    r = ADMIN_HTTP.get(f"{base}/{rtype}", params={"_count": "100", **params},
                      headers={"Accept": "application/fhir+json"}, timeout=60)
     assert r.status_code == 200, r.text
     return r.json()
@@ -286,10 +297,10 @@ def test_06_care_leaver(loaded):
 def test_load_into_a_fhir_server_with_target(tmp_path):
     bundles = sum(len(s.bundles) for s in SCENARIOS)
     with running_server(f"sqlite:///{tmp_path / 'target.sqlite3'}") as base:
-        code, output = run_fixtures("load", "--target", base)
+        code, output = run_fixtures("load", "--target", base, "--token", ADMIN_TOKEN)
         assert code == 0, output
         assert f"{bundles} loaded, 0 already there, 0 failed" in output, output
-        code, output = run_fixtures("load", "--target", base)
+        code, output = run_fixtures("load", "--target", base, "--token", ADMIN_TOKEN)
         assert code == 0, output
         assert f"0 loaded, {bundles} already there, 0 failed" in output, output
         for scenario in CHILDREN:

@@ -17,19 +17,23 @@ from starlette.routing import Route
 
 from ..config import Settings
 from ..exchange import ooa, subscriptions
+from ..exchange.partners import default_registry
 from ..fhir.errors import FhirError
 from ..fhir.search_params import SearchRegistry
-from ..rest.interceptors import extract_on_submit, task_lifecycle
+from ..rest.interceptors import consent_grantor, extract_on_submit, task_lifecycle
 from ..rest.messages import FhirRequest, FhirResponse
 from ..rest.pathway_hooks import plan_next_assessment, reroute_on_placement_change
 from ..rest.publish import publish_conformance
 from ..rest.router import FhirRouter
-from ..security.caller import ANONYMOUS
+from ..security import audit
+from ..security.auth import AuthenticationError, Authenticator
+from ..security.caller import Caller
 from ..store.database import make_engine, prepare
 from ..store.repository import Repository
 from ..validation.terminology import default_terminology
 from ..validation.validator import Validator
 from . import formats
+from .auth_routes import auth_routes
 from .hardening import install_hardening
 
 log = logging.getLogger("adapter.api")
@@ -45,16 +49,19 @@ def create_app(settings: Settings) -> FastAPI:
     router = FhirRouter(repo, settings, registry, Validator(default_terminology()))
     # Cross-cutting rules, applied to every write in its own transaction (see docs/architecture.md).
     router.before_write.append(task_lifecycle)
+    router.before_write.append(consent_grantor)     # a Consent from someone who cannot give it is refused
     router.on_write.append(extract_on_submit)       # a completed assessment yields its findings
     router.on_write.append(plan_next_assessment)    # ... and the next review is planned
     router.on_write.append(reroute_on_placement_change)  # a move re-routes open review requests
     router.on_write.append(ooa.on_write)            # out-of-area requests and results to partners
     subscriptions.install(router)                   # FHIR R4 rest-hook Subscriptions
     publish_conformance(router)
+    authenticator = Authenticator(settings, default_registry(), dev=settings.dev_mode)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
+        router.trail.close()  # store the audit events still queued
         engine.dispose()
 
     app = FastAPI(title="lac-fhir-adapter", description="FHIR R4 adapter for looked-after children's health",
@@ -62,7 +69,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.router = router
     app.state.engine = engine
 
-    endpoint = FhirEndpoint(router, settings)
+    endpoint = FhirEndpoint(router, settings, authenticator)
+    app.router.routes.extend(auth_routes(authenticator, settings.base_url))  # before the /fhir mount
+    app.router.routes.append(Route("/fhir/openapi.json", _openapi_endpoint(router, settings)))
     app.router.routes.append(Route("/fhir", endpoint))  # the base itself: transactions, system search
     app.mount("/fhir", endpoint)
     install_hardening(app, settings)  # security headers, CORS, limits, rate limit, errors as OperationOutcome
@@ -76,9 +85,10 @@ class FhirEndpoint:
     job, and skipping FastAPI's per-route machinery halves the cost of a read.
     """
 
-    def __init__(self, router: FhirRouter, settings: Settings):
+    def __init__(self, router: FhirRouter, settings: Settings, authenticator: Authenticator):
         self.router = router
         self.settings = settings
+        self.authenticator = authenticator
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -98,8 +108,11 @@ class FhirEndpoint:
             full = request.url.path
             prefix = full[: full.index("/fhir") + 5] if "/fhir" in full else ""
             base = self.settings.base_url or f"{request.url.scheme}://{request.url.netloc}{prefix}"
-            fhir_req = await _read_request(request, full[len(prefix):], params, self.settings)
-            result = await run_in_threadpool(self.router.handle, ANONYMOUS, fhir_req, base)
+            path = full[len(prefix):]
+            caller = self._caller(request, path)
+            fhir_req = await _read_request(request, path, params, self.settings)
+            address = request.client.host if request.client else None
+            result = await run_in_threadpool(self.router.handle, caller, fhir_req, base, address)
             return _respond(result, fmt, pretty, head=request.method == "HEAD")
         except FhirError as err:
             return _error(err, fmt, pretty)
@@ -109,11 +122,57 @@ class FhirEndpoint:
             return _error(err, fmt, pretty)
 
 
+    def _caller(self, request: Request, path: str) -> Caller:
+        """Who is asking; a request without a valid bearer token is refused (401) and audited.
+
+        The CapabilityStatement is public, as SMART requires, so that clients can discover
+        the token endpoint."""
+        if path.strip("/") == "metadata" and request.method in ("GET", "HEAD"):
+            return PUBLIC
+        try:
+            return self.authenticator.authenticate(request.headers.get("authorization"))
+        except AuthenticationError as err:
+            segments = [p for p in path.split("/") if p]
+            name, operation = audit.interaction_of(request.method, segments)
+            asked = [(segments[0], segments[1], None)] if len(segments) >= 2 and segments[0] in self.router.types \
+                and not segments[1].startswith(("$", "_")) else []
+            self.router.trail.record_later(audit.Interaction(
+                UNAUTHENTICATED, name, request.method, path + (f"?{request.url.query}" if request.url.query else ""),
+                err.status, outcome_text=err.diagnostics, operation=operation, resources=asked,
+                address=request.client.host if request.client else None))
+            raise
+
+
+def _openapi_endpoint(router: FhirRouter, settings: Settings):
+    """GET /fhir/openapi.json: an OpenAPI 3 description of this FHIR API, from the
+    CapabilityStatement (public, like /fhir/metadata), for API tooling and fuzzers."""
+    from fastapi.responses import JSONResponse
+
+    from ..rest.capability import capability_statement
+    from .openapi import openapi_document
+
+    async def openapi(request: Request) -> Response:
+        base = settings.base_url or f"{request.url.scheme}://{request.url.netloc}/fhir"
+        return JSONResponse(openapi_document(capability_statement(router, base), router.registry))
+
+    return openapi
+
+
+PUBLIC = Caller(client_id="public")
+UNAUTHENTICATED = Caller(client_id="unauthenticated")
+
+
 def app_from_environment() -> FastAPI:
     """The app for one of several worker processes: settings from file and environment."""
+    import os
+    from dataclasses import replace
+
     from ..config import load_settings
 
-    return create_app(load_settings())
+    settings = load_settings()
+    if os.environ.get("ADAPTER_DEV_MODE") == "1":  # set by `serve --dev` for its worker processes
+        settings = replace(settings, dev_mode=True)
+    return create_app(settings)
 
 
 async def _read_request(request: Request, path: str, params: list, settings: Settings) -> FhirRequest:
@@ -168,6 +227,8 @@ def _respond(result: FhirResponse, fmt: str, pretty: bool, head: bool = False) -
 
 def _error(err: FhirError, fmt: str, pretty: bool) -> Response:
     headers = getattr(err, "headers", {})
+    if callable(headers):
+        headers = headers()
     try:
         content = formats.render(err.outcome(), fmt, pretty)
     except FhirError:

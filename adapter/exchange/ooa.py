@@ -36,6 +36,7 @@ from sqlalchemy import select
 
 from ..fhir import jsonio
 from ..fhir.errors import FhirError
+from ..security.access import organisation_caller
 from ..store.repository import Stored, Transaction
 from ..store.tables import outbox_table as O
 from . import outbox
@@ -81,7 +82,9 @@ def send_out_of_area(router, tx: Transaction, stored: Stored, resource: dict, ba
         return
     if _already_queued(tx, REQUEST_KIND, stored.res_id):
         return
-    bundle, patient_ref = request_bundle(tx, router, stored.res_id, resource, registry.self_ods)
+    # What the partner receives is what it may see: the same access and consent rules as its reads.
+    view = tx.as_caller(organisation_caller(partner.ods, registry, client_id=f"delivery/{partner.ods}"))
+    bundle, patient_ref = request_bundle(view, router, stored.res_id, resource, registry.self_ods)
     outbox.enqueue(tx.conn, destination=partner.ods, method="POST", path="", body=jsonio.dumps(bundle),
                    content_type=FHIR_JSON, kind=REQUEST_KIND, patient=patient_ref, correlation_id=stored.res_id)
 
@@ -152,6 +155,11 @@ def return_result(router, tx: Transaction, stored: Stored, resource: dict, base:
         raise FhirError(422, "business-rule", "a Task from a partner needs its business identifier to "
                                               "return the result", ["Task.identifier"])
     bundle, patient_ref = result_bundle(tx, resource, business, registry.self_ods)
+    patient_id = patient_ref.rsplit("Patient/", 1)[1] if patient_ref and "Patient/" in patient_ref else None
+    if patient_id is None or not tx.repo.access.sharing_permitted(tx.conn, patient_id):
+        raise FhirError(422, "business-rule", "the assessment cannot be returned to the requester: the child's "
+                                              "consent to share health information is not active here",
+                        ["Task.status"])
     outbox.enqueue(tx.conn, destination=partner.ods, method="POST", path="", body=jsonio.dumps(bundle),
                    content_type=FHIR_JSON, kind=RESULT_KIND, patient=patient_ref, correlation_id=stored.res_id)
 

@@ -40,6 +40,7 @@ from sqlalchemy.engine import Engine
 from ..fhir import jsonio
 from ..fhir.errors import FhirError
 from ..fhir.search_query import RESULT_PARAMS
+from ..security.caller import SYSTEM
 from ..store.tables import resource_table as R
 from . import outbox
 
@@ -107,7 +108,7 @@ def notify_subscribers(router, tx, stored, resource: dict, base: str) -> None:
         tx.memo.pop(MEMO_KEY, None)  # the active set may have changed in this transaction
         return
     for sub in _active(router, tx).get(stored.res_type, ()):
-        if not _matches(router, tx, stored, sub["params"]):
+        if not _matches(router, _subscriber(router, tx, sub["id"]), stored, sub["params"]):
             continue
         if sub["payload"]:
             method, path = "PUT", f"{sub['endpoint'].rstrip('/')}/{stored.res_type}/{stored.res_id}"
@@ -125,7 +126,7 @@ def _active(router, tx) -> dict[str, list[dict]]:
         return tx.memo[MEMO_KEY]
     query = router.parser.parse("Subscription", [("status", "active"), ("type", "rest-hook")], strict=True)
     by_type: dict[str, list[dict]] = {}
-    for found in tx.find(query, limit=10_000):
+    for found in tx.as_caller(SYSTEM).find(query, limit=10_000):
         sub = found.resource()
         channel = sub.get("channel") or {}
         criteria = (sub.get("criteria") or "").strip()
@@ -138,8 +139,22 @@ def _active(router, tx) -> dict[str, list[dict]]:
     return by_type
 
 
+def _subscriber(router, tx, subscription_id: str):
+    """The writing transaction as the Subscription's owner sees it: a notification goes out
+    only for what its owner may read (organisation scoping and consent)."""
+    from ..security.access import organisation_caller
+    from .ooa import partner_registry
+
+    owners = tx.authors("Subscription", subscription_id)
+    if not owners:
+        return tx.as_caller(SYSTEM)  # written by the server itself (configuration)
+    return tx.as_caller(organisation_caller(owners[0], partner_registry(router),
+                                            client_id=f"subscription/{subscription_id}"))
+
+
 def _matches(router, tx, stored, params: str) -> bool:
-    """Run the criteria restricted to the written resource, in the writing transaction."""
+    """Run the criteria restricted to the written resource, in the writing transaction, as
+    the subscriber."""
     restricted = f"{params}&_id={stored.res_id}" if params else f"_id={stored.res_id}"
     try:
         return bool(tx.find(router.criteria(stored.res_type, restricted), 1))

@@ -15,7 +15,7 @@ import threading
 import requests
 from sqlalchemy.engine import Engine
 
-from . import outbox
+from . import credentials, outbox
 from .partners import Registry
 
 log = logging.getLogger("adapter.exchange")
@@ -72,6 +72,11 @@ class DeliveryWorker:
             if partner is None or not partner.base_url:
                 return False, None, f"no FHIR endpoint for partner {message.destination} in the registry", False
             url = f"{partner.base_url}/{message.path.lstrip('/')}"
+            try:
+                extra = credentials.outbound_headers(partner, session=self.session,
+                                                     timeout=self.registry.delivery.timeout_seconds)
+            except credentials.CredentialsError as exc:
+                return False, None, f"cannot authenticate to {partner.ods}: {exc}", exc.retryable
         headers = {**extra, "Content-Type": message.content_type, "Accept": "application/fhir+json",
                    "X-Request-Id": message.message_id, "X-Correlation-Id": message.correlation_id}
         if message.body is None and message.destination.startswith("url:"):

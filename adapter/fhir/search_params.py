@@ -454,18 +454,36 @@ def decimal_bounds(value: Decimal) -> tuple[Decimal, Decimal]:
     return value - half, value + half
 
 
+# Numbers are indexed (and searched) with exponents within this range; both databases store them
+# exactly (PostgreSQL's numeric stops near 10^131072), and no measurement of a child needs more.
+MAX_EXPONENT = 1000
+
+
+def storable_number(value: Decimal) -> bool:
+    return value.is_finite() and (value.is_zero() or -MAX_EXPONENT <= value.adjusted() <= MAX_EXPONENT)
+
+
 def number_values(node: Any) -> list[NumberValue]:
     if isinstance(node, bool):
         return []
     if isinstance(node, (int, Decimal)):
-        value = Decimal(node)
+        value = _storable(Decimal(node))
         low, high = decimal_bounds(value)
         return [NumberValue(value, low, high)]
     if isinstance(node, dict) and isinstance(node.get("value"), (int, Decimal)) and not isinstance(node.get("value"), bool):
-        value = Decimal(node["value"])
+        value = _storable(Decimal(node["value"]))
         low, high = decimal_bounds(value)
         return [NumberValue(value, low, high, node.get("system"), node.get("code") or node.get("unit"))]
     return []
+
+
+def _storable(value: Decimal) -> Decimal:
+    if not storable_number(value):
+        from .errors import FhirError
+
+        raise FhirError(422, "value", f"the number {str(value)[:40]} is outside the range this server "
+                                      f"stores (exponents from -{MAX_EXPONENT} to {MAX_EXPONENT})")
+    return value
 
 
 def parse_number(text: str) -> Decimal | None:
@@ -473,7 +491,7 @@ def parse_number(text: str) -> Decimal | None:
         value = Decimal(text)
     except InvalidOperation:
         return None
-    return value if value.is_finite() else None
+    return value if storable_number(value) else None
 
 
 def utc_now() -> datetime:

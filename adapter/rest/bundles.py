@@ -31,7 +31,8 @@ def process(router, caller: Caller, req: FhirRequest, base: str) -> FhirResponse
     kind = bundle.get("type")
     if kind not in ("batch", "transaction"):
         raise bad_request(f"Bundle.type must be batch or transaction, not {kind!r}", ["Bundle.type"])
-    entries = bundle.get("entry") or []
+    entries = bundle.get("entry")
+    entries = [] if entries is None else entries
     if not isinstance(entries, list):
         raise bad_request("Bundle.entry must be a list", ["Bundle.entry"])
     if kind == "batch":
@@ -51,7 +52,8 @@ def run_transaction(router, tx: Transaction, bundle: dict, base: str, prefer: st
     Used for POSTed transactions and by writers that add their own entries to the same
     database transaction (document ingest, extraction on submit).
     """
-    entries = bundle.get("entry") or []
+    entries = bundle.get("entry")
+    entries = [] if entries is None else entries
     if not isinstance(entries, list):
         raise bad_request("Bundle.entry must be a list", ["Bundle.entry"])
     outer = FhirRequest("POST", [], headers={"prefer": prefer} if prefer else {})
@@ -67,7 +69,7 @@ def _entry_request(i: int, entry: dict, base: str, outer: FhirRequest) -> FhirRe
         raise bad_request(f"{where}: every entry needs a request", [f"{where}.request"])
     request = entry["request"]
     method = request.get("method")
-    if method not in ORDER:
+    if not isinstance(method, str) or method not in ORDER:
         raise bad_request(f"{where}: request.method {method!r} is not one of "
                           f"{', '.join(ORDER)}", [f"{where}.request.method"])
     url = request.get("url")
@@ -108,19 +110,13 @@ def _patch_body(where: str, body) -> tuple[list, str]:
 
 def _batch_entry(router, caller: Caller, req: FhirRequest, base: str):
     try:
-        return router.handle(caller, req, base) if _is_nested_bundle(req) else _in_own_tx(router, caller, req, base)
+        return router.handle(caller, req, base)
     except FhirError as err:
         return err
 
 
 def _is_nested_bundle(req: FhirRequest) -> bool:
     return req.path == [] and req.method == "POST"
-
-
-def _in_own_tx(router, caller: Caller, req: FhirRequest, base: str) -> FhirResponse:
-    write = req.method in ("POST", "PUT", "PATCH", "DELETE")
-    with router.repo.transaction(caller, write=write, base_url=base) as tx:
-        return router.dispatch(tx, req, base)
 
 
 def _transaction(router, tx: Transaction, requests: list[FhirRequest], entries: list[dict], base: str) -> list:
@@ -156,6 +152,7 @@ def _transaction(router, tx: Transaction, requests: list[FhirRequest], entries: 
             if existing is not None:
                 responses[i] = router._write_response(req, 200, existing, base)
             elif req.method == "POST" and len(req.path) == 1:
+                router.authorise(tx.caller, req)
                 responses[i] = router.create(tx, req, base, req.path[0],
                                              assigned_id=req.assigned_id)  # type: ignore[attr-defined]
             else:

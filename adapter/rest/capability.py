@@ -24,16 +24,19 @@ RESULT_PARAMS = [
 
 
 def capability_statement(router, base: str) -> dict:
-    return _build(tuple(sorted(router.types)), router.registry, base, router.settings.max_page_size)
+    cors = bool(getattr(router.settings, "cors_origins", ()))
+    return _build(tuple(sorted(router.types)), router.registry, base, router.settings.max_page_size, cors)
 
 
 @lru_cache(maxsize=8)
-def _build(types: tuple[str, ...], registry, base: str, max_page: int) -> dict:
+def _build(types: tuple[str, ...], registry, base: str, max_page: int, cors: bool = False) -> dict:
+    from ..api.auth_routes import capability_security, token_url_for
+
     resources = []
     for rtype in types:
         params = registry.params(rtype)
-        search_params = [{"name": "_id", "type": "token"}, {"name": "_lastUpdated", "type": "date"}]
-        for code in sorted(params):
+        search_params = []
+        for code in sorted(params):  # the registry has _id and _lastUpdated already
             p = params[code]
             entry = {"name": code, "type": p.type}
             if p.url:
@@ -71,6 +74,7 @@ def _build(types: tuple[str, ...], registry, base: str, max_page: int) -> dict:
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
+            "security": capability_security(token_url_for(base), cors=cors),
             "documentation": f"Search modifiers by type: {modifiers}. Chained parameters, _has, "
                              f"_include and _revinclude (with :iterate) are supported. Pages hold at most "
                              f"{max_page} entries.",

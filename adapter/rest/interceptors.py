@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import uuid
 
+from ..consent import rules as consent_rules
 from ..fhir.errors import FhirError
 from ..pathway.tasks import missing_outputs, output_references, transition_problem
+from ..store.access_sql import child_records
 from ..store.repository import Stored, Transaction
 from .bundles import run_transaction
 from .ingest import _now
 
 EXTRACT_ON = ("completed", "amended")
+CONSENT_PROFILE = "https://lac-fhir-adapter.example/fhir/StructureDefinition/lac-consent"
 ASSESSMENT_TYPES = "https://lac-fhir-adapter.example/fhir/CodeSystem/lac-assessment-type"
 
 
@@ -47,6 +50,25 @@ def task_lifecycle(router, tx: Transaction, rtype: str, current: Stored | None, 
         if out_type == "QuestionnaireResponse" and output.get("status") not in ("completed", "amended"):
             raise FhirError(422, "business-rule", f"Task.output {ref} is '{output.get('status')}', not completed",
                             ["Task.output"])
+
+
+def consent_grantor(router, tx: Transaction, rtype: str, current: Stored | None, resource: dict) -> None:
+    """A pathway Consent (our profile, or one naming its grantor) must come from someone who
+    can give it, by the rules of config/consent.toml; else it is refused as invalid."""
+    if rtype != "Consent":
+        return
+    profiles = (resource.get("meta") or {}).get("profile") or []
+    names_grantor = any(isinstance(e, dict) and e.get("url") == consent_rules.GRANTOR_URL
+                        for e in resource.get("extension") or [])
+    if CONSENT_PROFILE not in profiles and not names_grantor:
+        return
+    ref = (resource.get("patient") or {}).get("reference") or ""
+    patient_id = ref.rsplit("Patient/", 1)[1] if "Patient/" in ref else None
+    patient, episodes = child_records(tx.conn, patient_id) if patient_id else ({}, [])
+    problems = consent_rules.grantor_problems(resource, consent_rules.child_facts_from(patient, episodes))
+    if problems:
+        raise FhirError(422, "business-rule", "the Consent is invalid: " + "; ".join(m for _, m in problems),
+                        [where for where, _ in problems])
 
 
 def extract_on_submit(router, tx: Transaction, stored: Stored, resource: dict, base: str) -> None:

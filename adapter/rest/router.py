@@ -18,6 +18,7 @@ from ..config import Settings
 from ..fhir.errors import FhirError, Issue, bad_request, not_found, operation_outcome
 from ..fhir.search_params import SearchRegistry, date_range
 from ..fhir.search_query import QueryParser, SearchQuery
+from ..security import audit, scopes
 from ..security.caller import Caller
 from ..store.repository import Repository, Stored, Transaction
 from ..validation.validator import Validator, errors
@@ -45,17 +46,74 @@ class FhirRouter:
         # FhirError) and after it, inside the same database transaction.
         self.before_write: list[Callable[["FhirRouter", Transaction, str, "Stored | None", dict], None]] = []
         self.on_write: list[Callable[["FhirRouter", Transaction, Stored, dict, str], None]] = []
+        from .audit import AuditTrail
+
+        self.trail = AuditTrail(repo)
+        self.policy = repo.access.policy
+
+    # -- authorisation -------------------------------------------------------------
+    def authorise(self, caller: Caller, req: FhirRequest) -> None:
+        """SMART scopes: may this client do this interaction on this type at all?
+
+        Which records it may see is the store's business (Transaction.restriction); this is
+        the coarse check of what the client was granted, applied to every entry of a Bundle.
+        """
+        path = req.path
+        rtype = path[0] if path and path[0][:1].isupper() else None
+        if req.method in ("POST", "PUT", "PATCH", "DELETE") and rtype in self.policy.server_written_types \
+                and not _is_search(req) and not (path and path[-1].startswith("$")):
+            raise FhirError(405, "not-supported", f"{rtype} records are written by this server only; "
+                                                  "they cannot be created, changed or deleted through the API")
+        if caller.unrestricted:
+            return
+        if path and path[-1].startswith("$"):
+            letter = "r" if req.method == "GET" else "c"
+            rtype = rtype or "Bundle"  # system-level operations take Bundles or documents
+        elif path[-1:] == ["_history"] or len(path) >= 3:
+            letter = "r"  # history and vread
+        elif _is_search(req) or (req.method in ("GET", "HEAD") and len(path) <= 1):
+            letter = "s"
+        else:
+            letter = {"GET": "r", "HEAD": "r", "POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}[req.method]
+        if not scopes.allows(caller.scopes, rtype or "*", letter):
+            raise FhirError(403, "forbidden", f"the access token's scopes do not allow "
+                                              f"{_INTERACTION_NAMES[letter]} of {rtype or 'all resource types'}")
 
     # -- entry point -------------------------------------------------------------
-    def handle(self, caller: Caller, req: FhirRequest, base: str) -> FhirResponse:
+    def handle(self, caller: Caller, req: FhirRequest, base: str, address: str | None = None) -> FhirResponse:
+        """One interaction, audited: writes with their AuditEvent and Provenance in the same
+        transaction; reads and refusals through the audit queue."""
         from . import bundles, capability
 
         if req.path == [] and req.method == "POST" and not _is_transaction(req):
-            return bundles.process(self, caller, req, base)  # a batch: every entry on its own
+            return bundles.process(self, caller, req, base)  # a batch: every entry audited on its own
         if req.path == ["metadata"]:
             if req.method != "GET":
                 raise _method_not_allowed(req)
             return FhirResponse(200, resource=capability.capability_statement(self, base))
+        name, operation = audit.interaction_of(req.method, req.path)
+        event = audit.Interaction(caller, name, req.method, req.url, 0, operation=operation, address=address,
+                                  query=req.url if name.startswith("search") else None)
+        if req.path[:1] == ["AuditEvent"]:
+            self.trail.flush()  # "who has seen this child" includes the reads of a moment ago
+        try:
+            response, tx = self._handle(caller, req, base, event)
+        except FhirError as err:
+            event.status, event.outcome_text = err.status, err.diagnostics
+            if len(req.path) >= 2 and req.path[0] in self.types and not req.path[1].startswith(("$", "_")):
+                event.resources = [(req.path[0], req.path[1], None)]  # what was asked for, seen or not
+            self.trail.record_later(event)
+            raise
+        if tx is not None and not tx.audited:
+            event.status = response.status
+            event.resources = tx.disclosed_keys()
+            self.trail.record_later(event)
+        return response
+
+    def _handle(self, caller: Caller, req: FhirRequest, base: str,
+                event: audit.Interaction) -> tuple[FhirResponse, Transaction | None]:
+        from . import bundles
+
         write = req.method in ("POST", "PUT", "PATCH", "DELETE") and not _is_search(req)
         request_id = req.header("x-request-id") if write else None
         for attempt in (1, 2):
@@ -64,21 +122,26 @@ class FhirRouter:
                     if request_id:
                         prior = inbound.replay(tx.conn, caller.client_id, request_id)
                         if prior is not None:
-                            return prior
+                            return prior, None
                     if req.path == [] and req.method == "POST":
                         response = FhirResponse(200, resource=bundles.run_transaction(
                             self, tx, req.body, base, req.header("prefer")))
                     else:
                         response = self.dispatch(tx, req, base)
+                    if write:
+                        event.status = response.status
+                        self.trail.record_write(tx, event)
+                        tx.audited = True
                     if request_id:
                         inbound.remember(tx.conn, caller.client_id, request_id, response)
-                    return response
+                    return response, tx
             except inbound.AlreadyProcessed:
                 if attempt == 2:
                     raise FhirError(409, "conflict", f"request {request_id} is being processed; retry") from None
         raise AssertionError("unreachable")
 
     def dispatch(self, tx: Transaction, req: FhirRequest, base: str) -> FhirResponse:
+        self.authorise(tx.caller, req)
         path, method = req.path, req.method
         if not path:
             if method == "GET":
@@ -245,6 +308,9 @@ class FhirRouter:
             raise FhirError(422, "processing", f"JSON Patch test failed: {exc}") from None
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
             raise bad_request(f"invalid JSON Patch: {exc}") from None
+        if not isinstance(patched, dict):
+            raise FhirError(422, "processing", "a patch must leave a resource (a JSON object), not "
+                                               f"{type(patched).__name__}")
         if patched.get("resourceType") != rtype or patched.get("id") != rid:
             raise FhirError(422, "processing", "a patch may not change resourceType or id")
         self._check(tx, patched)
@@ -560,3 +626,6 @@ def _raise(err: Exception):
 
 def _method_not_allowed(req: FhirRequest) -> FhirError:
     return FhirError(405, "not-supported", f"{req.method} is not allowed on /{'/'.join(req.path)}")
+
+
+_INTERACTION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}

@@ -16,7 +16,7 @@ from sqlmodel import SQLModel
 
 from . import tables
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def make_engine(url: str) -> Engine:
@@ -77,8 +77,16 @@ def _create_v2(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=tables.V2_TABLES)
 
 
+def _create_v3(conn: Connection) -> None:
+    """Access control: each resource's child and authors, grants, and consent decisions.
+
+    Existing resources are given their access rows by `lac-adapter db upgrade`
+    (adapter/store/access_sql.rebuild), which needs the search definitions."""
+    SQLModel.metadata.create_all(conn, tables=tables.V3_TABLES)
+
+
 # Ordered upgrade steps: (version reached, function). A new schema change appends a step.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _create_v1), (2, _create_v2)]
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _create_v1), (2, _create_v2), (3, _create_v3)]
 
 
 def current_version(conn: Connection) -> int:

@@ -7,6 +7,7 @@ the one place where access rules apply to what leaves the store.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from sqlalchemy import Engine, and_, delete, false, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, delete, false, func, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -24,12 +25,16 @@ from ..fhir.search_params import SearchRegistry
 from ..fhir.search_query import Include, SearchQuery
 from ..security.caller import Caller
 from . import search_sql
+from .access_sql import AccessControl
 from .indexing import index_rows
-from .tables import INDEX_TABLES, resource_table, version_table
+from .tables import INDEX_TABLES, compartment_table, resource_table, version_table
 
+log = logging.getLogger("lac_adapter.store")
 R = resource_table
 V = version_table
 REF = INDEX_TABLES["reference"]
+CP = compartment_table
+CONSENT_INPUTS = frozenset({"Consent", "Patient", "EpisodeOfCare"})  # a child's sharing decision rests on these
 DISTINCT_INDEX_TABLES = tuple({id(t): t for t in INDEX_TABLES.values()}.values())
 MAX_INCLUDED = 1000
 
@@ -78,10 +83,16 @@ class SearchResult:
 class Repository:
     STATISTICS_EVERY = 5000  # write transactions between planner statistics refreshes
 
-    def __init__(self, engine: Engine, registry: SearchRegistry, base_url: str | None = None):
+    def __init__(self, engine: Engine, registry: SearchRegistry, base_url: str | None = None,
+                 access: AccessControl | None = None):
         self.engine = engine
         self.registry = registry
         self.base_url = base_url
+        if access is None:
+            from ..security.access import default_policy
+
+            access = AccessControl(default_policy())
+        self.access = access
         self._lock_rows = engine.dialect.name == "postgresql"
         # SQLite has one writer at a time; queueing writers of this process on a lock is fair
         # and prompt, where SQLite's busy handler makes them sleep and retry.
@@ -101,16 +112,63 @@ class Repository:
         try:
             with self.engine.connect().execution_options(write=write) as conn:
                 with conn.begin():
-                    yield Transaction(self, conn, caller, base_url or self.base_url)
+                    tx = Transaction(self, conn, caller, base_url or self.base_url)
+                    yield tx
+                    if write:
+                        tx.before_commit()
         finally:
             if lock is not None:
                 lock.release()
         if write:
             self._writes += 1
             if self._writes % self.STATISTICS_EVERY == 0:
-                from .database import refresh_statistics
+                self._refresh_statistics()
 
-                refresh_statistics(self.engine)
+    def _refresh_statistics(self) -> None:
+        """Best effort, after a commit: a busy database skips this round, never the request."""
+        from sqlalchemy.exc import OperationalError
+
+        from .database import refresh_statistics
+
+        lock = self._write_lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            refresh_statistics(self.engine)
+        except OperationalError as exc:
+            log.warning("planner statistics not refreshed this time: %s", exc)
+        finally:
+            if lock is not None:
+                lock.release()
+
+
+    def rebuild_access(self, batch: int = 1000) -> int:
+        """Give every stored resource its access rows (compartment, grants) and every child its
+        sharing decision: for databases upgraded to schema 3, whose resources predate them.
+        Who wrote what before then is not known, so no authorship is recorded."""
+        from ..security.caller import SYSTEM
+
+        done = 0
+        with self.transaction(SYSTEM, write=True) as tx:
+            types = sorted(tx.conn.execute(select(R.c.res_type).distinct()).scalars(),
+                           key=lambda t: (t in self.access.policy.compartment_from_targets, t))
+            for rtype in types:
+                last = ""
+                while True:
+                    rows = tx.conn.execute(select(R.c.res_id, R.c.content).where(
+                        R.c.res_type == rtype, R.c.deleted == false(), R.c.res_id > last)
+                        .order_by(R.c.res_id).limit(batch)).all()
+                    if not rows:
+                        break
+                    for rid, content in rows:
+                        body = jsonio.loads(content)
+                        refs = index_rows(self.registry, body, self.base_url).get(REF, [])
+                        self.access.record(tx.conn, SYSTEM, body, refs)
+                        done += 1
+                    last = rows[-1].res_id
+            patients = tx.conn.execute(select(CP.c.patient_id).where(CP.c.res_type == "Consent").distinct())
+            tx._refresh_consent(list(patients.scalars()))
+        return done
 
 
 class Transaction:
@@ -120,15 +178,96 @@ class Transaction:
         self.caller = caller
         self.base_url = base_url
         self.memo: dict = {}  # per-transaction caches of the layers above (e.g. canonical lookups)
+        self._written_about: set[str] = set()  # children this transaction wrote about
+        self.written: list[tuple[str, str, int, str]] = []  # (type, id, version, method), for Provenance
+        self._disclosed: dict[tuple[str, str], int | None] = {}  # what reads returned, for the audit
+        self.audited = False  # the router stored this transaction's AuditEvent inside it
+
+    def disclosed_keys(self) -> list[tuple[str, str, int | None]]:
+        return [(t, i, v) for (t, i), v in self._disclosed.items()]
+
+    def _disclose(self, rows: list[Stored]) -> list[Stored]:
+        for s in rows:
+            self._disclosed.setdefault(s.key, s.version_id)
+        return rows
 
     # -- access ------------------------------------------------------------------
-    def _visible(self, rows: list[Stored]) -> list[Stored]:
-        """The resources of `rows` that the caller may see (all of them, for now).
+    def restriction(self, rtype: str | None, type_col=R.c.res_type, id_col=R.c.res_id):
+        """The SQL condition limiting rows to what the caller may see (None: everything).
 
-        Access and consent rules belong here and nowhere else: every path that returns
-        stored resources to a caller funnels through this method.
+        Access and consent rules apply here and nowhere else: searches, counts, chains,
+        `_has` and history add this condition; every other path that returns stored
+        resources funnels through `_visible`, which uses it too.
         """
-        return rows
+        return self.repo.access.condition(self.caller, type_col, id_col, rtype)
+
+    def _restrict(self, rtype: str, id_col):
+        return self.restriction(rtype, literal(rtype), id_col)
+
+    def _visible(self, rows: list[Stored]) -> list[Stored]:
+        """The resources of `rows` that the caller may see."""
+        if not rows or self.caller.unrestricted:
+            return rows
+        by_type: dict[str, set[str]] = {}
+        for s in rows:
+            by_type.setdefault(s.res_type, set()).add(s.res_id)
+        allowed: set[tuple[str, str]] = set()
+        for rtype, ids in by_type.items():
+            cond = self.restriction(rtype)
+            stmt = select(R.c.res_id).where(R.c.res_type == rtype, R.c.res_id.in_(sorted(ids)))
+            if cond is not None:
+                stmt = stmt.where(cond)
+            allowed |= {(rtype, rid) for rid in self.conn.execute(stmt).scalars()}
+        return [s for s in rows if s.key in allowed]
+
+    def _visible_disclosed(self, rows: list[Stored]) -> list[Stored]:
+        return self._disclose(self._visible(rows))
+
+    def may_see(self, rtype: str, rid: str) -> bool:
+        return bool(self._visible([Stored(rtype, rid, 0, datetime.min, None)]))
+
+    def as_caller(self, caller: Caller) -> "Transaction":
+        """A view of this transaction for another caller: what it would see, and only that.
+
+        Used where data leaves for someone other than the writer (a subscriber's notification,
+        a partner's request), so that the same access and consent rules decide what goes."""
+        view = Transaction(self.repo, self.conn, caller, self.base_url)
+        view.memo = self.memo
+        return view
+
+    def authors(self, rtype: str, rid: str) -> list[str]:
+        """The organisations that wrote versions of a resource (e.g. a Subscription's owner)."""
+        from .access_sql import authors_of
+
+        return authors_of(self.conn, rtype, rid)
+
+    def _refresh_consent(self, patient_ids) -> None:
+        """Bring children's sharing decisions up to date at once (later writes and the
+        messages of this transaction depend on them); when sharing stops, so do queued
+        messages about the child."""
+        for patient_id in sorted(set(patient_ids)):
+            change = self.repo.access.refresh_consent(self.conn, patient_id)
+            if change.was_permitted and not change.permitted:
+                from ..exchange import outbox
+
+                outbox.cancel_for_patient(self.conn, f"Patient/{patient_id}")
+
+    def _check_written_about(self, patients: list[str]) -> None:
+        """A caller writes only about children it may see, judged at the time of the write
+        (completing a request may end the grant that allowed it); a child not stored yet is
+        judged at commit, when the transaction has written it."""
+        for patient_id in patients:
+            exists = self.conn.execute(select(R.c.res_id).where(
+                R.c.res_type == "Patient", R.c.res_id == patient_id)).first() is not None
+            if not exists:
+                self._written_about.add(patient_id)
+            elif not self.may_see("Patient", patient_id):
+                raise _not_yours(patient_id)
+
+    def before_commit(self) -> None:
+        for patient_id in sorted(self._written_about):
+            if not self.may_see("Patient", patient_id):
+                raise _not_yours(patient_id)
 
     # -- reads -------------------------------------------------------------------
     def read(self, rtype: str, rid: str) -> Stored:
@@ -136,6 +275,7 @@ class Transaction:
         if row is None or not self._visible([_stored(row)]):
             raise not_found(f"{rtype}/{rid} is not known")
         stored = _stored(row)
+        self._disclose([stored])
         if stored.deleted:
             err = FhirError(410, "deleted", f"{rtype}/{rid} was deleted")
             err.stored = stored  # type: ignore[attr-defined]
@@ -150,6 +290,7 @@ class Transaction:
         if row is None or not self._visible([_stored(row)]):
             raise not_found(f"{rtype}/{rid} has no version {version}")
         stored = _stored(row)
+        self._disclose([stored])
         if stored.deleted:
             raise FhirError(410, "deleted", f"version {version} of {rtype}/{rid} is a deletion")
         return stored
@@ -175,6 +316,8 @@ class Transaction:
     def delete(self, rtype: str, rid: str, if_match: int | None = None) -> Stored | None:
         """Write a tombstone version; None if there was nothing to delete."""
         current = self._lock(rtype, rid)
+        if current is not None and not self.may_see(rtype, rid):
+            current = None
         if if_match is not None and (current is None or current.deleted or current.version_id != if_match):
             raise _version_conflict(rtype, rid, if_match, current)
         if current is None or current.deleted:
@@ -186,7 +329,20 @@ class Transaction:
         self.conn.execute(insert(V).values(res_type=rtype, res_id=rid, version_id=version,
                                            last_updated=now, method="DELETE", deleted=True, content=None))
         self._clear_index(rtype, rid)
+        self._record_access({"resourceType": rtype, "id": rid}, [], deleted=True)
+        self.written.append((rtype, rid, version, "DELETE"))
         return Stored(rtype, rid, version, now, None, deleted=True, method="DELETE")
+
+    def _record_access(self, body: dict, reference_rows: list[dict], deleted: bool = False) -> None:
+        rtype = body["resourceType"]
+        patients = self.repo.access.record(self.conn, self.caller, body, reference_rows, deleted)
+        if rtype != "Patient" and not self.caller.unrestricted:
+            self._check_written_about(patients)
+        if rtype in CONSENT_INPUTS:
+            if deleted:
+                patients = [r.patient_id for r in self.conn.execute(
+                    select(CP.c.patient_id).where(CP.c.res_type == rtype, CP.c.res_id == body["id"]))]
+            self._refresh_consent(patients)
 
     def _lock(self, rtype: str, rid: str) -> Stored | None:
         stmt = select(R).where(R.c.res_type == rtype, R.c.res_id == rid)
@@ -205,6 +361,8 @@ class Transaction:
     def _write(self, rtype: str, rid: str, resource: dict, method: str, if_match: int | None,
                must_be_new: bool = False) -> tuple[Stored, bool]:
         current = None if must_be_new else self._lock(rtype, rid)
+        if current is not None and not self.may_see(rtype, rid):
+            raise not_found(f"{rtype}/{rid} is not known")
         if if_match is not None and (current is None or current.deleted or current.version_id != if_match):
             raise _version_conflict(rtype, rid, if_match, current)
         version = current.version_id + 1 if current else 1
@@ -226,11 +384,14 @@ class Transaction:
                                              "same time; retry") from None
         if current is not None:
             self._clear_index(rtype, rid)
-        for table, rows in index_rows(self.repo.registry, body, self.base_url).items():
+        indexed = index_rows(self.repo.registry, body, self.base_url)
+        for table, rows in indexed.items():
             self.conn.execute(insert(table), rows)
+        self._record_access(body, indexed.get(REF, []))
         resource.clear()
         resource.update(body)
         created = current is None or current.deleted
+        self.written.append((rtype, rid, version, method))
         return Stored(rtype, rid, version, now, content, method=method), created
 
     def _clear_index(self, rtype: str, rid: str) -> None:
@@ -239,11 +400,17 @@ class Transaction:
 
     # -- search ------------------------------------------------------------------
     def _where(self, query: SearchQuery) -> list:
+        """The query's conditions, and the caller's restriction: counts and pages are
+        computed over what the caller may see."""
         rtype = query.resource_type
+        restriction = self.restriction(rtype)
         if rtype is None:
-            return [search_sql.system_condition(c, self.base_url) for c in query.clauses]
-        return [search_sql.clause_condition(c, rtype, R.c.res_id, self.base_url)
-                for c in query.clauses]
+            conds = [search_sql.system_condition(c, self.base_url) for c in query.clauses]
+        else:
+            restrict = None if self.caller.unrestricted else self._restrict
+            conds = [search_sql.clause_condition(c, rtype, R.c.res_id, self.base_url, restrict)
+                     for c in query.clauses]
+        return conds + ([restriction] if restriction is not None else [])
 
     def search(self, query: SearchQuery) -> SearchResult:
         rtype = query.resource_type
@@ -273,7 +440,7 @@ class Transaction:
         stmt = stmt.order_by(*order).limit(query.count).offset(query.offset)
         rows = [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.content)
                 for r in self.conn.execute(stmt)]
-        result.matches = self._visible(rows)
+        result.matches = self._disclose(rows)  # already limited to what the caller may see (_where)
         if want_total:
             # A first page that is not full holds every match: no need to count them again.
             short_first_page = query.offset == 0 and len(rows) < (query.count or 0)
@@ -285,9 +452,8 @@ class Transaction:
     def find(self, query: SearchQuery, limit: int = 2) -> list[Stored]:
         """Matches of a conditional operation's criteria (at most `limit`)."""
         stmt = search_sql.base_select(query.resource_type).where(*self._where(query)).limit(limit)
-        rows = [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.content)
+        return [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.content)
                 for r in self.conn.execute(stmt)]
-        return self._visible(rows)
 
     def _includes(self, matches: list[Stored], includes: list[Include]) -> list[Stored]:
         seen = {s.key for s in matches}
@@ -339,7 +505,7 @@ class Transaction:
             or_(*[and_(R.c.res_type == t, R.c.res_id.in_(ids)) for t, ids in by_type.items()]))
         rows = [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.content)
                 for r in self.conn.execute(stmt)]
-        return self._visible(rows)
+        return self._visible_disclosed(rows)
 
     # -- history -----------------------------------------------------------------
     def history(self, rtype: str | None, rid: str | None, since: datetime | None, at: datetime | None,
@@ -353,10 +519,17 @@ class Transaction:
             conds.append(V.c.last_updated >= since)
         if at:
             conds.append(V.c.last_updated <= at)
+        restriction = self.restriction(rtype, V.c.res_type, V.c.res_id)
+        if restriction is not None:
+            conds.append(restriction)
         total = self.conn.execute(select(func.count()).select_from(V).where(*conds)).scalar_one()
         stmt = select(V).where(*conds).order_by(V.c.seq.desc()).limit(count).offset(offset)
-        rows = [_stored(r) for r in self.conn.execute(stmt)]
-        return self._visible(rows), total
+        return self._disclose([_stored(r) for r in self.conn.execute(stmt)]), total
+
+
+def _not_yours(patient_id: str) -> FhirError:
+    return FhirError(403, "forbidden", f"Patient/{patient_id} is not a child your organisation may see, "
+                                       "so it may not write about them")
 
 
 def _stored(row) -> Stored:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Callable
 
 from sqlalchemy import and_, false, func, literal, not_, or_, select, tuple_
 from sqlalchemy.sql import ColumnElement, Select
@@ -28,6 +29,14 @@ R = resource_table
 REF = INDEX_TABLES["reference"]
 
 
+Restrict = Callable[[str, ColumnElement], "ColumnElement | None"]
+
+
+def _restricted(restrict: Restrict | None, rtype: str, id_col: ColumnElement) -> list[ColumnElement]:
+    cond = restrict(rtype, id_col) if restrict is not None else None
+    return [cond] if cond is not None else []
+
+
 def system_condition(clause: ParamClause, base_url: str | None) -> ColumnElement:
     """A condition on resources of any type, for the parameters all resources share."""
     param = clause.param
@@ -45,13 +54,19 @@ def system_condition(clause: ParamClause, base_url: str | None) -> ColumnElement
     return keys.not_in(sub) if clause.modifier == "not" else keys.in_(sub)
 
 
-def clause_condition(clause: Clause, rtype: str, id_col: ColumnElement, base_url: str | None) -> ColumnElement:
-    """A condition on `id_col` (ids of resources of type `rtype`) for one clause."""
+def clause_condition(clause: Clause, rtype: str, id_col: ColumnElement, base_url: str | None,
+                     restrict: Restrict | None = None) -> ColumnElement:
+    """A condition on `id_col` (ids of resources of type `rtype`) for one clause.
+
+    `restrict(type, id_col)` limits the resources a chain or `_has` may look through to those
+    the caller may see (None: no limit), so that neither reveals what the caller may not read.
+    """
     if isinstance(clause, ChainClause):
         options = []
         for target, inner in clause.options:
             options.append(and_(REF.c.target_type == target,
-                                clause_condition(inner, target, REF.c.target_id, base_url)))
+                                clause_condition(inner, target, REF.c.target_id, base_url, restrict),
+                                *_restricted(restrict, target, REF.c.target_id)))
         sub = select(REF.c.res_id).where(REF.c.res_type == rtype, REF.c.param == clause.param.code,
                                          or_(*options))
         return id_col.in_(sub)
@@ -59,7 +74,8 @@ def clause_condition(clause: Clause, rtype: str, id_col: ColumnElement, base_url
         sub = select(REF.c.target_id).where(
             REF.c.res_type == clause.source_type, REF.c.param == clause.param.code,
             REF.c.target_type == rtype,
-            clause_condition(clause.inner, clause.source_type, REF.c.res_id, base_url))
+            clause_condition(clause.inner, clause.source_type, REF.c.res_id, base_url, restrict),
+            *_restricted(restrict, clause.source_type, REF.c.res_id))
         return id_col.in_(sub)
     return _param_condition(clause, rtype, id_col, base_url)
 

@@ -206,8 +206,59 @@ class InboundRow(SQLModel, table=True):
     body: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
+class CompartmentRow(SQLModel, table=True):
+    """Which child (Patient id) a current resource is about: its Patient compartment."""
+
+    __tablename__ = "access_compartment"
+    __table_args__ = (Index("ix_access_compartment_patient", "patient_id", "res_type"),)
+
+    res_type: str = Field(sa_column=Column(String(TYPE_LEN), primary_key=True))
+    res_id: str = Field(sa_column=Column(String(ID_LEN), primary_key=True))
+    patient_id: str = Field(sa_column=Column(String(ID_LEN), primary_key=True))
+
+
+class AuthorRow(SQLModel, table=True):
+    """An organisation (ODS code) that wrote a version of a resource."""
+
+    __tablename__ = "access_author"
+    __table_args__ = (Index("ix_access_author_org", "organisation", "res_type"),)
+
+    res_type: str = Field(sa_column=Column(String(TYPE_LEN), primary_key=True))
+    res_id: str = Field(sa_column=Column(String(ID_LEN), primary_key=True))
+    organisation: str = Field(sa_column=Column(String(64), primary_key=True))
+
+
+class GrantRow(SQLModel, table=True):
+    """An organisation may see a child, because of a source resource (config/access.toml)."""
+
+    __tablename__ = "access_grant"
+    __table_args__ = (Index("ix_access_grant_org", "organisation", "patient_id"),)
+
+    source_type: str = Field(sa_column=Column(String(TYPE_LEN), primary_key=True))
+    source_id: str = Field(sa_column=Column(String(ID_LEN), primary_key=True))
+    patient_id: str = Field(sa_column=Column(String(ID_LEN), primary_key=True))
+    organisation: str = Field(sa_column=Column(String(64), primary_key=True))
+
+
+class ConsentStateRow(SQLModel, table=True):
+    """A child's current information-sharing decision, from its Consents (adapter/consent)."""
+
+    __tablename__ = "access_consent"
+
+    patient_id: str = Field(sa_column=Column(String(ID_LEN), primary_key=True))
+    permitted: bool
+    valid_until: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
+    consent_id: str | None = Field(default=None, sa_column=Column(String(ID_LEN), nullable=True))
+    reason: str = Field(sa_column=Column(String(1000), nullable=False))
+
+
 outbox_table = OutboxRow.__table__
 inbound_table = InboundRow.__table__
 V1_TABLES = [ResourceRow.__table__, VersionRow.__table__, StringIndex.__table__, TokenIndex.__table__,
              ReferenceIndex.__table__, DateIndex.__table__, NumberIndex.__table__, SchemaVersion.__table__]
 V2_TABLES = [outbox_table, inbound_table]
+compartment_table = CompartmentRow.__table__
+author_table = AuthorRow.__table__
+grant_table = GrantRow.__table__
+consent_state_table = ConsentStateRow.__table__
+V3_TABLES = [compartment_table, author_table, grant_table, consent_state_table]

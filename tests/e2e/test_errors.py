@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.auth import admin_session
 from tests.support.data import patient
 from tests.support.server import running_server
+
+ADMIN_HTTP = admin_session()
 
 
 def outcome(r) -> str:
@@ -76,11 +79,10 @@ def small_server(tmp_path_factory):
 
 
 def test_oversized_body_is_413(small_server):
-    import requests
 
     body = patient("big") | {"text": {"status": "generated",
                                       "div": '<div xmlns="http://www.w3.org/1999/xhtml">' + "x" * 5000 + "</div>"}}
-    r = requests.post(f"{small_server}/Patient", json=body, headers={"Content-Type": "application/fhir+json"})
+    r = ADMIN_HTTP.post(f"{small_server}/Patient", json=body, headers={"Content-Type": "application/fhir+json"})
     assert r.status_code == 413
     assert "2048" in outcome(r)
 

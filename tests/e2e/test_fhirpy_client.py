@@ -6,12 +6,13 @@ import pytest
 from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import ResourceNotFound
 
+from tests.support.auth import ADMIN_HEADERS
 from tests.support.data import NHS, TAG_SYSTEM, nhs_number
 
 
 @pytest.fixture
 def client(base_url) -> SyncFHIRClient:
-    return SyncFHIRClient(base_url)
+    return SyncFHIRClient(base_url, authorization=ADMIN_HEADERS["Authorization"])
 
 
 def test_crud_with_fhirpy(client, tag):

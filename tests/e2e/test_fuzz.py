@@ -19,11 +19,13 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hypothesis.strategies import characters
 
 from adapter.config import load_settings
 from adapter.fhir.search_params import SearchRegistry
+from tests.support.auth import ADMIN_HEADERS
 
 # Text includes NUL and other control characters, which once broke the PostgreSQL backend
 # (tests/e2e/test_hardening.py keeps those requests as regression cases).
@@ -219,6 +221,7 @@ def send(http: requests.Session, base: str, method: str, path: str, params=None,
 @pytest.fixture(scope="module")
 def http():
     with requests.Session() as session:
+        session.headers.update(ADMIN_HEADERS)
         yield session
 
 

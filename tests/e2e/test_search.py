@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import requests
-
+from tests.support.auth import admin_session
 from tests.support.data import NHS, TAG_SYSTEM, nhs_number, observation, patient, task
+
+ADMIN_HTTP = admin_session()
 
 
 def ids(bundle: dict, mode: str = "match") -> set[str]:
@@ -127,7 +128,7 @@ def test_paging_through_three_pages_with_absolute_links(fhir, tag):
         assert all(u.startswith(fhir.base) for u in links.values())
         if "next" not in links:
             break
-        page = requests.get(links["next"]).json()
+        page = ADMIN_HTTP.get(links["next"]).json()
         pages += 1
     assert pages == 3
     assert sorted(seen) == sorted(created) and len(seen) == 7

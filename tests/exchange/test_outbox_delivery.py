@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from datetime import timedelta
 
 import pytest
-import requests
 from sqlalchemy import update
 
 from adapter.exchange import outbox
-from adapter.exchange.partners import DeliveryRules, Partner, Registry
+from adapter.exchange.partners import DeliveryRules, OutboundAuth, Partner, Registry
 from adapter.exchange.worker import DeliveryWorker
 from adapter.store.database import make_engine, prepare
 from adapter.store.tables import outbox_table
-from tests.support.server import free_port, postgres_database, require_postgres, running_server
+from tests.support.auth import ADMIN_TOKEN, admin_session
+from tests.support.server import (
+    free_port,
+    postgres_database,
+    require_postgres,
+    running_server,
+)
+
+ADMIN_HTTP = admin_session()
 
 FAST = DeliveryRules(max_attempts=4, base_seconds=0.05, max_seconds=0.2, lease_seconds=0.5, timeout_seconds=5)
 
@@ -43,8 +51,15 @@ def receiver(tmp_path):
         yield base
 
 
+# The receiver authenticates our deliveries; here with a static token read from the environment,
+# as a deployment would configure `outbound_auth = { type = "bearer", token_env = ... }`.
+os.environ.setdefault("TEST_RECEIVER_TOKEN", ADMIN_TOKEN)
+TO_RECEIVER = OutboundAuth(type="bearer", token_env="TEST_RECEIVER_TOKEN")
+
+
 def registry_for(base: str) -> Registry:
-    return Registry(self_ods="HOME", partners={"OOA": Partner(ods="OOA", name="Out-of-area trust", base_url=base)},
+    return Registry(self_ods="HOME", partners={"OOA": Partner(ods="OOA", name="Out-of-area trust", base_url=base,
+                                                              outbound_auth=TO_RECEIVER)},
                     delivery=FAST)
 
 
@@ -56,7 +71,7 @@ def enqueue_patient(engine, family: str) -> str:
 
 
 def received(base: str, family: str) -> int:
-    return requests.get(f"{base}/Patient", params={"family:exact": family, "_summary": "count"}).json()["total"]
+    return ADMIN_HTTP.get(f"{base}/Patient", params={"family:exact": family, "_summary": "count"}).json()["total"]
 
 
 def status_of(engine, message_id: str) -> outbox.Message:
@@ -132,7 +147,7 @@ def test_a_worker_that_dies_mid_delivery_is_taken_over_after_its_lease(sender_en
     claimed = outbox.claim(sender_engine, "doomed-worker", FAST)
     assert [m.message_id for m in claimed] == [mid]
     # the doomed worker had sent it before dying, but never recorded the outcome
-    requests.post(f"{receiver}/Patient", data=claimed[0].body,
+    ADMIN_HTTP.post(f"{receiver}/Patient", data=claimed[0].body,
                   headers={"Content-Type": "application/fhir+json", "X-Request-Id": mid})
     survivor = DeliveryWorker(sender_engine, registry, name="survivor")
     assert survivor.run_once() == 0            # still leased to the doomed worker

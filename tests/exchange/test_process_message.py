@@ -9,7 +9,10 @@ import pytest
 import requests
 
 from adapter.exchange.partners import default_registry
+from tests.support.auth import admin_session
 from tests.support.server import running_server
+
+ADMIN_HTTP = admin_session()
 
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
 ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
@@ -54,13 +57,13 @@ def message(nhs: str = "9990000263", request_value: str | None = None) -> dict:
 
 
 def count(base: str, rtype: str, **params) -> int:
-    r = requests.get(f"{base}/{rtype}", params={**params, "_summary": "count"}, timeout=10)
+    r = ADMIN_HTTP.get(f"{base}/{rtype}", params={**params, "_summary": "count"}, timeout=10)
     assert r.status_code == 200, r.text
     return r.json()["total"]
 
 
 def post(base: str, body: dict, **headers) -> requests.Response:
-    return requests.post(f"{base}/$process-message", json=body, timeout=30,
+    return ADMIN_HTTP.post(f"{base}/$process-message", json=body, timeout=30,
                          headers={"Content-Type": "application/fhir+json", **headers})
 
 
@@ -78,15 +81,15 @@ def test_accepted_message_stores_request_and_task_and_acknowledges(base):
     assert head["eventCoding"]["code"] == "servicerequest-request"
     task_url = head["focus"][0]["reference"]
     assert "/Task/" in task_url
-    task = requests.get(task_url, timeout=10).json()
+    task = ADMIN_HTTP.get(task_url, timeout=10).json()
     assert task["status"] == "requested"
     assert task["owner"]["identifier"] == {"system": ODS, "value": default_registry().self_ods}
     assert task["requester"]["identifier"] == {"system": ODS, "value": "ZZ902"}
     assert task["restriction"]["period"]["end"] == "2026-12-18"
     sr_ref = task["basedOn"][0]["reference"]
-    sr = requests.get(f"{base}/{sr_ref}", timeout=10).json()
+    sr = ADMIN_HTTP.get(f"{base}/{sr_ref}", timeout=10).json()
     assert sr["identifier"][0]["value"] == value
-    patient = requests.get(f"{base}/{task['for']['reference']}", timeout=10).json()
+    patient = ADMIN_HTTP.get(f"{base}/{task['for']['reference']}", timeout=10).json()
     assert patient["identifier"][0]["value"] == "9990000271"
     assert sr["subject"]["reference"] == task["for"]["reference"]
     assert ack["entry"][1]["resource"]["id"] == task["id"]

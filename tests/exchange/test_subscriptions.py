@@ -13,14 +13,16 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import requests
 
 from adapter.exchange import outbox
 from adapter.exchange.partners import DeliveryRules, Registry
 from adapter.exchange.subscriptions import KIND
 from adapter.exchange.worker import DeliveryWorker
 from adapter.store.database import make_engine
+from tests.support.auth import admin_session
 from tests.support.server import postgres_database, require_postgres, running_server
+
+ADMIN_HTTP = admin_session()
 
 JSON = {"Content-Type": "application/fhir+json"}
 REGISTRY = Registry(self_ods="X", delivery=DeliveryRules(max_attempts=2, base_seconds=0.05, max_seconds=0.1,
@@ -95,7 +97,7 @@ def task(status: str = "requested") -> dict:
 
 
 def create(base: str, resource: dict) -> dict:
-    r = requests.post(f"{base}/{resource['resourceType']}", data=json.dumps(resource), headers=JSON)
+    r = ADMIN_HTTP.post(f"{base}/{resource['resourceType']}", data=json.dumps(resource), headers=JSON)
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -113,7 +115,7 @@ def end_to_end(base: str, engine, receiver: Receiver) -> None:
     sub = create(base, subscription(receiver.url, payload="application/fhir+json",
                                     header=["Authorization: Bearer s3cret"]))
     assert sub["status"] == "active"
-    assert requests.get(f"{base}/Subscription/{sub['id']}").json()["status"] == "active"
+    assert ADMIN_HTTP.get(f"{base}/Subscription/{sub['id']}").json()["status"] == "active"
 
     matching = create(base, task("requested"))
     [message] = notifications(engine)
@@ -136,9 +138,9 @@ def end_to_end(base: str, engine, receiver: Receiver) -> None:
 
     # an update that still matches notifies again; one that stops matching does not (R4: new value)
     matching["description"] = "rescheduled"
-    assert requests.put(f"{base}/Task/{matching['id']}", data=json.dumps(matching), headers=JSON).status_code == 200
+    assert ADMIN_HTTP.put(f"{base}/Task/{matching['id']}", data=json.dumps(matching), headers=JSON).status_code == 200
     matching["status"] = "cancelled"
-    assert requests.put(f"{base}/Task/{matching['id']}", data=json.dumps(matching), headers=JSON).status_code == 200
+    assert ADMIN_HTTP.put(f"{base}/Task/{matching['id']}", data=json.dumps(matching), headers=JSON).status_code == 200
     assert len(notifications(engine)) == 2
 
 
@@ -157,7 +159,7 @@ def test_without_payload_an_empty_post_for_every_change_of_the_type(adapter, rec
     base, engine = adapter
     sub = create(base, subscription(receiver.url, criteria="Task"))
     written = create(base, task("draft"))
-    r = requests.patch(f"{base}/Task/{written['id']}", data=json.dumps([{"op": "replace", "path": "/status",
+    r = ADMIN_HTTP.patch(f"{base}/Task/{written['id']}", data=json.dumps([{"op": "replace", "path": "/status",
                                                                           "value": "requested"}]),
                        headers={"Content-Type": "application/json-patch+json"})
     assert r.status_code == 200, r.text
@@ -177,7 +179,7 @@ def test_a_transaction_bundle_notifies_for_its_entries(adapter, receiver):
         {"resource": task("requested"), "request": {"method": "POST", "url": "Task"}},
         {"resource": task("draft"), "request": {"method": "POST", "url": "Task"}},
         {"resource": task("requested"), "request": {"method": "POST", "url": "Task"}}]}
-    r = requests.post(base, data=json.dumps(bundle), headers=JSON)
+    r = ADMIN_HTTP.post(base, data=json.dumps(bundle), headers=JSON)
     assert r.status_code == 200, r.text
     assert len(notifications(engine)) == 2
 
@@ -197,7 +199,7 @@ def test_a_transaction_bundle_notifies_for_its_entries(adapter, receiver):
 def test_an_unusable_subscription_is_refused_naming_the_element(adapter, change, element):
     base, _engine = adapter
     resource = {**subscription("http://127.0.0.1/hook"), **change}
-    r = requests.post(f"{base}/Subscription", data=json.dumps(resource), headers=JSON)
+    r = ADMIN_HTTP.post(f"{base}/Subscription", data=json.dumps(resource), headers=JSON)
     assert r.status_code == 422, r.text
     assert any(element in issue.get("expression", []) for issue in r.json()["issue"]), r.text
 
@@ -206,7 +208,7 @@ def test_deleting_the_subscription_stops_notifications(adapter, receiver):
     base, engine = adapter
     sub = create(base, subscription(receiver.url, payload="application/fhir+json"))
     create(base, task("requested"))                       # enqueued while the Subscription was active
-    assert requests.delete(f"{base}/Subscription/{sub['id']}").status_code == 204
+    assert ADMIN_HTTP.delete(f"{base}/Subscription/{sub['id']}").status_code == 204
     create(base, task("requested"))                       # after the delete: nothing
     [message] = notifications(engine)
     assert deliver(engine) == 1                           # the queued one is not sent either
@@ -219,7 +221,7 @@ def test_a_subscription_switched_off_is_not_notified(adapter, receiver):
     base, engine = adapter
     sub = create(base, subscription(receiver.url))
     sub["status"] = "off"
-    assert requests.put(f"{base}/Subscription/{sub['id']}", data=json.dumps(sub), headers=JSON).status_code == 200
+    assert ADMIN_HTTP.put(f"{base}/Subscription/{sub['id']}", data=json.dumps(sub), headers=JSON).status_code == 200
     create(base, task("requested"))
     assert notifications(engine) == []
 

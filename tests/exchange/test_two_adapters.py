@@ -2,7 +2,9 @@
 
 The home service (ODS RDY) asks the out-of-area trust (ODS ZZ901) for a review health
 assessment; each runs `python -m adapter serve` with its own SQLite database and its own
-partner registry naming the other. Deliveries go through each side's background worker.
+partner registry naming the other. Deliveries go through each side's background worker,
+which authenticates to the other adapter with SMART Backend Services: a client assertion
+signed (ES384) with its own key, whose public half the other side's registry holds.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import requests
 from adapter.config import PROJECT_ROOT
 from adapter.exchange import outbox
 from adapter.store.database import make_engine
+from tests.support.auth import ADMIN_HEADERS, ADMIN_TOKEN
 from tests.support.server import free_port
 
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
@@ -44,17 +47,28 @@ class Adapter:
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
-    def configure(self, partner_ods: str, partner_base: str) -> None:
+        self.key, self.jwks = self.dir / "signing-key.pem", self.dir / "jwks.json"
+        write_key_pair(self.key, self.jwks, kid=f"{ods}-test")
+        self.tokens = self.dir / "dev-tokens.toml"
+        self.tokens.write_text(f'"{ADMIN_TOKEN}" = {{ organisation = "TEST-ADMIN", role = "administrator", '
+                               'scopes = ["system/*.cruds"] }\n')
+
+    def configure(self, partner: "Adapter", partner_role: str) -> None:
+        token_url = partner.base[: -len("/fhir")] + "/auth/token"
         self.partners.write_text(f"""
 [self]
 ods = "{self.ods}"
 name = "{self.name}"
+role = "community-trust"
 
 [[partner]]
-ods = "{partner_ods}"
-name = "partner {partner_ods}"
-role = "trust"
-base_url = "{partner_base}"
+ods = "{partner.ods}"
+name = "partner {partner.ods}"
+role = "{partner_role}"
+base_url = "{partner.base}"
+jwks_file = "{partner.jwks}"
+scopes = ["system/*.cruds"]
+outbound_auth = {{ type = "smart", token_url = "{token_url}", client_id = "{self.ods}", key_file = "{self.key}", alg = "ES384", kid = "{self.ods}-test" }}
 
 [delivery]
 max_attempts = 30
@@ -65,12 +79,13 @@ timeout_seconds = 10.0
 """)
 
     def start(self, wait: bool = True) -> None:
-        env = {**os.environ, "ADAPTER_PARTNERS": str(self.partners), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "ADAPTER_PARTNERS": str(self.partners), "PYTHONUNBUFFERED": "1",
+               "ADAPTER_DEV_TOKENS_FILE": str(self.tokens), "ADAPTER_TOKEN_SECRET_FILE": str(self.dir / "secret")}
         env.pop("ADAPTER_DATABASE_URL", None)
         self.starts += 1
         log = open(self.dir / f"serve-{self.starts}.log", "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "adapter", "serve", "--port", str(self.port),
-                                      "--database", self.database], env=env, cwd=PROJECT_ROOT,
+                                      "--database", self.database, "--dev"], env=env, cwd=PROJECT_ROOT,
                                      stdout=log, stderr=subprocess.STDOUT)
         log.close()
         if wait:
@@ -108,19 +123,19 @@ timeout_seconds = 10.0
 
     # -- FHIR helpers
     def get(self, path: str, **params) -> dict:
-        r = requests.get(f"{self.base}/{path}", params=params, timeout=10)
+        r = requests.get(f"{self.base}/{path}", params=params, timeout=10, headers=ADMIN_HEADERS)
         assert r.status_code == 200, r.text
         return r.json()
 
     def put(self, resource: dict) -> dict:
         r = requests.put(f"{self.base}/{resource['resourceType']}/{resource['id']}", json=resource, timeout=30,
-                         headers={"Content-Type": "application/fhir+json"})
+                         headers={"Content-Type": "application/fhir+json", **ADMIN_HEADERS})
         assert r.status_code in (200, 201), r.text
         return r.json()
 
     def post(self, path: str, body: dict) -> requests.Response:
         return requests.post(f"{self.base}/{path}", json=body, timeout=30,
-                             headers={"Content-Type": "application/fhir+json"})
+                             headers={"Content-Type": "application/fhir+json", **ADMIN_HEADERS})
 
     def count(self, rtype: str, **params) -> int:
         return self.get(rtype, _summary="count", **params)["total"]
@@ -132,6 +147,19 @@ timeout_seconds = 10.0
                 return [m for m in outbox.messages(conn, limit=1000) if m.kind == kind]
         finally:
             engine.dispose()
+
+
+def write_key_pair(private_pem: Path, public_jwks: Path, kid: str) -> None:
+    """An EC P-384 key for ES384 client assertions: the private key as PEM, the public as a JWKS."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    private_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+    jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))
+    public_jwks.write_text(json.dumps({"keys": [dict(jwk, kid=kid, alg="ES384", use="sig")]}))
 
 
 def poll(what: str, check, timeout: float = WAIT, *adapters: Adapter):
@@ -154,8 +182,8 @@ def poll(what: str, check, timeout: float = WAIT, *adapters: Adapter):
 def pair(tmp_path):
     home = Adapter("home", "RDY", tmp_path / "home")
     ooa = Adapter("ooa", "ZZ901", tmp_path / "ooa")
-    home.configure("ZZ901", ooa.base)
-    ooa.configure("RDY", home.base)
+    home.configure(ooa, "ooa-trust")           # at home, ZZ901 is the out-of-area trust it asks
+    ooa.configure(home, "community-trust")     # at ZZ901, RDY is the home service that asks
     try:
         yield home, ooa
     finally:

@@ -17,8 +17,16 @@ from lxml import etree
 
 from adapter.fhir.errors import FhirError
 from adapter.fhir.jsonio import FhirDecimal, loads
-from adapter.mapping.forms import (FORM_DOCUMENT_SYSTEM, NHS_NUMBER_SYSTEM, NS, XSD, form_xml, map_form,
-                                   mappings, nhs_number_valid)
+from adapter.mapping.forms import (
+    FORM_DOCUMENT_SYSTEM,
+    NHS_NUMBER_SYSTEM,
+    NS,
+    XSD,
+    form_xml,
+    map_form,
+    mappings,
+    nhs_number_valid,
+)
 from adapter.validation.conformance import published_index
 from adapter.validation.terminology import default_terminology
 from adapter.validation.validator import Validator, errors

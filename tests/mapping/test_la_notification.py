@@ -20,6 +20,8 @@ from adapter.mapping.la_notification import MAPPING, map_notification, nhs_numbe
 from adapter.validation.conformance import published_index
 from adapter.validation.terminology import default_terminology
 from adapter.validation.validator import Validator, errors
+from tests.support.auth import admin_session
+from tests.support.server import running_server
 
 EXAMPLES = PROJECT_ROOT / "mappings" / "la-notification" / "examples"
 FIXTURES = PROJECT_ROOT / "fixtures" / "la-notifications"
@@ -340,17 +342,25 @@ def test_parent_grantor_needs_a_name_and_relationship():
 
 # -- through the real store -----------------------------------------------------------------
 
+class _Http:
+    """requests against a running adapter, by path from the server root, as the administrator."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.session = admin_session()
+
+    def post(self, path: str, content: bytes | str | None = None, headers: dict | None = None):
+        return self.session.post(self.root + path, data=content, headers=headers)
+
+    def get(self, path: str, params: dict | None = None):
+        return self.session.get(self.root + path, params=params)
+
+
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    from dataclasses import replace
-
-    from fastapi.testclient import TestClient
-
-    from adapter.api.app import create_app
-    from adapter.config import load_settings
-
     db = tmp_path_factory.mktemp("la-notification") / "adapter.sqlite3"
-    return TestClient(create_app(replace(load_settings(database_url=f"sqlite:///{db}"))))
+    with running_server(f"sqlite:///{db}") as base:
+        yield _Http(base[: -len("/fhir")])
 
 
 def run(client, name: str | None = None, data: bytes | None = None):
@@ -391,7 +401,10 @@ def test_bundles_run_through_the_store(client):
 
     consent = mutate("consent", "<NhsNumber>9990000123</NhsNumber>", "<NhsNumber>9990000107</NhsNumber>")
     consent = consent.replace(b"DBC-C-09930", b"DBC-C-10481")
-    assert run(client, data=consent).status_code == 200
+    # a young person's own consent, moved onto a younger child, comes from someone who cannot give it
+    refused = run(client, data=consent)
+    assert refused.status_code == 422, refused.text
+    assert "the Consent is invalid" in refused.text
 
     patients = client.get("/fhir/Patient", params={"_summary": "count"}).json()
     assert patients["total"] == 2

@@ -4,8 +4,14 @@ from datetime import date
 
 import pytest
 
-from adapter.pathway.clocks import (BANK_HOLIDAYS_FILE, add_working_days, bank_holidays, is_working_day,
-                                    load_bank_holidays, working_days_between)
+from adapter.pathway.clocks import (
+    BANK_HOLIDAYS_FILE,
+    add_working_days,
+    bank_holidays,
+    is_working_day,
+    load_bank_holidays,
+    working_days_between,
+)
 
 NONE: frozenset[date] = frozenset()
 

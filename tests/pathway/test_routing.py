@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from adapter.pathway.routing import Route, load_routing, postcode_area, provider_for, rules_from_dict
+from adapter.pathway.routing import (
+    Route,
+    load_routing,
+    postcode_area,
+    provider_for,
+    rules_from_dict,
+)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,13 @@ from datetime import date
 
 import pytest
 
-from adapter.pathway.schedule import (add_months, age_on, care_leaver_coverage_ends, leaving_care_summary_due,
-                                      next_rha_due)
+from adapter.pathway.schedule import (
+    add_months,
+    age_on,
+    care_leaver_coverage_ends,
+    leaving_care_summary_due,
+    next_rha_due,
+)
 from adapter.pathway.tasks import missing_outputs, transition_problem
 
 

@@ -16,6 +16,7 @@ import uvicorn
 
 from adapter.api.app import create_app
 from adapter.config import load_settings
+from tests.support.auth import TEST_TOKENS
 
 POSTGRES_ADMIN_URL = os.environ.get("ADAPTER_TEST_POSTGRES_URL",
                                     "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -79,6 +80,9 @@ def running_server(database_url: str, **overrides) -> Iterator[str]:
     """Start the adapter on a free loopback port; yields its FHIR base URL."""
     # Every test client shares 127.0.0.1: the per-client rate limit is off unless a test sets it.
     overrides.setdefault("rate_limit_per_second", 0)
+    # Test clients authenticate with the static tokens of tests/support/auth.py (`serve --dev`).
+    overrides.setdefault("dev_mode", True)
+    overrides.setdefault("dev_tokens", TEST_TOKENS)
     settings = replace(load_settings(database_url=database_url), **overrides)
     app = create_app(settings)
     port = free_port()

@@ -1,0 +1,105 @@
+"""The audit trail and write provenance, applied to every interaction by the router.
+
+Writes: an AuditEvent and a Provenance are stored in the transaction of the write itself, so
+a write and its record commit (or fail) together. Reads, searches and refused requests: the
+AuditEvent is queued and a background thread stores queued events in batches (one
+transaction per batch, at most `FLUSH_SECONDS` later), which keeps an extra database write
+off every read's path; a search of AuditEvents flushes the queue first, and shutdown
+flushes what is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from datetime import datetime, timezone
+
+from ..security import audit
+from ..security.caller import SYSTEM
+from ..store.access_sql import patients_of_keys
+from ..store.repository import Repository, Transaction, format_instant
+
+log = logging.getLogger("lac_adapter.audit")
+FLUSH_SECONDS = 0.2
+BATCH = 500
+
+
+def now_instant() -> str:
+    return format_instant(datetime.now(timezone.utc).replace(tzinfo=None))
+
+
+class AuditTrail:
+    def __init__(self, repo: Repository):
+        self.repo = repo
+        self._queue: queue.Queue[audit.Interaction | None] = queue.Queue()
+        self._lock = threading.Lock()  # one flusher at a time
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    # -- in the write's own transaction ----------------------------------------------------
+    def record_write(self, tx: Transaction, event: audit.Interaction) -> None:
+        """Provenance for what the request wrote, and its AuditEvent, in the same transaction."""
+        written = [w for w in tx.written if w[0] not in UNPROVENANCED]
+        recorded = now_instant()
+        if written:
+            tx.create(audit.provenance(tx.caller, written, recorded))
+        event.resources = [(t, i, v) for t, i, v, _ in written] + list(tx.disclosed_keys())
+        event.patients = sorted(patients_of_keys(tx.conn, {(t, i) for t, i, _ in event.resources})
+                                | {i for t, i, _ in event.resources if t == "Patient"})
+        tx.create(audit.audit_event(event, recorded))
+
+    # -- queued ------------------------------------------------------------------------------
+    def record_later(self, event: audit.Interaction) -> None:
+        event.recorded = event.recorded or now_instant()
+        self._queue.put(event)
+        self._ensure_thread()
+
+    def flush(self) -> int:
+        """Store every queued event now; returns how many."""
+        with self._lock:
+            events: list[audit.Interaction] = []
+            while len(events) < 100_000:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    events.append(item)
+            for start in range(0, len(events), BATCH):
+                self._store(events[start:start + BATCH])
+            return len(events)
+
+    def _store(self, events: list[audit.Interaction]) -> None:
+        try:
+            with self.repo.transaction(SYSTEM, write=True) as tx:
+                for event in events:
+                    keys = {(t, i) for t, i, _ in event.resources}
+                    event.patients = sorted(patients_of_keys(tx.conn, keys)
+                                            | {i for t, i in keys if t == "Patient"})
+                    tx.create(audit.audit_event(event, event.recorded or now_instant()))
+        except Exception:  # the trail must not take the server down; say so loudly
+            log.exception("could not store %d audit events", len(events))
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._stopping.wait(FLUSH_SECONDS)
+            if not self._queue.empty():
+                self.flush()
+
+    def close(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.flush()
+
+
+UNPROVENANCED = frozenset({"Provenance", "AuditEvent"})

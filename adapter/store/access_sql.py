@@ -1,0 +1,249 @@
+"""Access control in the store: the rows that record who may see what, and the SQL
+condition every read goes through.
+
+On each write, `AccessControl.record` keeps three facts about the resource, in the same
+transaction: which children it is about (its Patient compartment), which organisation wrote
+it, and which organisations it grants access to a child (config/access.toml). A child's
+information-sharing decision is recomputed from its Consents (adapter/consent) whenever a
+Consent, the Patient or an EpisodeOfCare of the child changes.
+
+`AccessControl.condition` turns those rows into one SQL condition for a caller, which the
+repository adds to reads, searches (so counts and pages are computed after filtering),
+chained and `_has` sub-queries, includes and history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+
+from sqlalchemy import and_, delete, false, insert, literal, or_, select, true, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql import ColumnElement
+
+from ..fhir import jsonio
+from ..fhir import search_params as sp
+from ..security.access import AccessPolicy, caller_organisations, ods_identifier, ods_of
+from ..security.caller import Caller
+from .tables import author_table, compartment_table, consent_state_table, grant_table, resource_table
+
+R = resource_table
+CP = compartment_table
+AU = author_table
+G = grant_table
+CS = consent_state_table
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class SharingChange:
+    patient_id: str
+    was_permitted: bool
+    permitted: bool
+
+
+class AccessControl:
+    def __init__(self, policy: AccessPolicy):
+        self.policy = policy
+
+    # -- the read side ---------------------------------------------------------------------
+    def condition(self, caller: Caller, type_col: ColumnElement, id_col: ColumnElement,
+                  rtype: str | None) -> ColumnElement | None:
+        """Rows (type_col, id_col) the caller may see; None when the caller sees everything."""
+        if caller.unrestricted:
+            return None
+        if not caller.organisation:
+            return false()
+        policy = self.policy
+        orgs = sorted(caller_organisations(caller))
+        granted = select(G.c.patient_id).where(G.c.organisation.in_(orgs))
+        consented = select(CS.c.patient_id).where(
+            CS.c.permitted == true(), or_(CS.c.valid_until.is_(None), CS.c.valid_until > utcnow()))
+        if rtype is not None:
+            if policy.shared(rtype):
+                return true()
+            authored = id_col.in_(select(AU.c.res_id).where(AU.c.res_type == rtype,
+                                                            AU.c.organisation == caller.organisation))
+            about = select(CP.c.res_id).where(CP.c.res_type == rtype, CP.c.patient_id.in_(granted))
+            if policy.gated(rtype):
+                about = about.where(CP.c.patient_id.in_(consented))
+            return or_(authored, id_col.in_(about))
+        keys = tuple_(type_col, id_col)
+        authored = keys.in_(select(AU.c.res_type, AU.c.res_id).where(AU.c.organisation == caller.organisation))
+        gated = sorted(policy.gated_types)
+        ungated_about = select(CP.c.res_type, CP.c.res_id).where(
+            CP.c.patient_id.in_(granted), CP.c.res_type.not_in(gated))
+        gated_about = select(CP.c.res_type, CP.c.res_id).where(
+            CP.c.patient_id.in_(granted), CP.c.res_type.in_(gated), CP.c.patient_id.in_(consented))
+        return or_(type_col.in_(sorted(policy.shared_types)), authored,
+                   keys.in_(ungated_about), keys.in_(gated_about))
+
+    # -- the write side --------------------------------------------------------------------
+    def record(self, conn, caller: Caller, body: dict, reference_rows: list[dict],
+               deleted: bool = False) -> list[str]:
+        """Keep the access rows of a resource just written; returns the children it is about.
+
+        A deletion keeps compartment and authorship (the tombstone stays visible to those who
+        saw the resource, as 410 Gone) and withdraws the grants the resource gave.
+        """
+        rtype, rid = body["resourceType"], body["id"]
+        patients: list[str] = []
+        if not deleted:
+            patients = self.patients_of(rtype, rid, reference_rows)
+            via = self.policy.compartment_from_targets.get(rtype)
+            if via:
+                targets = {(r["target_type"], r["target_id"]) for r in reference_rows
+                           if r["param"] == via and r.get("target_type") and r.get("target_id")}
+                patients = sorted(set(patients) | _patients_of_keys(conn, targets))
+            conn.execute(delete(CP).where(CP.c.res_type == rtype, CP.c.res_id == rid))
+            if patients:
+                conn.execute(insert(CP), [{"res_type": rtype, "res_id": rid, "patient_id": p} for p in patients])
+        if caller.organisation and rtype not in self.policy.server_written_types:
+            self._author(conn, rtype, rid, caller.organisation)
+        rule = self.policy.grants.get(rtype)
+        if rule is not None:
+            conn.execute(delete(G).where(G.c.source_type == rtype, G.c.source_id == rid))
+            if not deleted and rule.active(body):
+                rows = self._grants(conn, rule, body, reference_rows, rid)
+                if rows:
+                    conn.execute(insert(G), rows)
+        return patients
+
+    def patients_of(self, rtype: str, rid: str, reference_rows: list[dict]) -> list[str]:
+        params = set(self.policy.compartment_params(rtype))
+        found = {rid} if rtype == "Patient" else set()
+        for row in reference_rows:
+            if row["param"] in params and row.get("target_type") == "Patient" and row.get("target_id"):
+                found.add(row["target_id"])
+        return sorted(found)
+
+    @staticmethod
+    def _author(conn, rtype: str, rid: str, organisation: str) -> None:
+        exists = conn.execute(select(literal(1)).where(
+            AU.c.res_type == rtype, AU.c.res_id == rid, AU.c.organisation == organisation)).first()
+        if exists is None:
+            conn.execute(insert(AU).values(res_type=rtype, res_id=rid, organisation=organisation))
+
+    def _grants(self, conn, rule, body: dict, reference_rows: list[dict], rid: str) -> list[dict]:
+        patients = sorted({r["target_id"] for r in reference_rows
+                           if r["param"] == rule.patient and r.get("target_type") == "Patient" and r.get("target_id")})
+        if not patients:
+            return []
+        orgs: set[str] = set()
+        for code in rule.organisations:
+            expression = _expressions(body["resourceType"]).get(code)
+            if expression is None:
+                continue
+            for node in sp.evaluate(expression, body):
+                ods = ods_of(node, lambda org_id: organisation_ods(conn, org_id))
+                if ods:
+                    orgs.add(ods)
+        return [{"source_type": rule.type, "source_id": rid, "patient_id": p, "organisation": o}
+                for p in patients for o in sorted(orgs)]
+
+    # -- consent ---------------------------------------------------------------------------
+    def refresh_consent(self, conn, patient_id: str) -> SharingChange:
+        """Recompute a child's information-sharing decision from its stored Consents."""
+        from ..consent import rules as consent_rules
+
+        if conn.dialect.name == "postgresql":
+            # one decision at a time per child: a concurrent Consent write waits, then sees ours
+            conn.execute(select(R.c.res_id).where(R.c.res_type == "Patient", R.c.res_id == patient_id)
+                         .with_for_update())
+        before = conn.execute(select(CS).where(CS.c.patient_id == patient_id)).first()
+        was = bool(before.permitted) if before is not None and _still_valid(before.valid_until) else False
+        consents = _compartment_resources(conn, "Consent", patient_id)
+        facts = consent_rules.child_facts_from(*child_records(conn, patient_id))
+        decision = consent_rules.sharing_decision(consents, facts, datetime.now(timezone.utc))
+        values = {"permitted": bool(decision.permitted), "valid_until": _as_datetime(decision.valid_until),
+                  "consent_id": decision.consent_id, "reason": decision.reason[:1000]}
+        upsert = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(CS)
+        conn.execute(upsert.values(patient_id=patient_id, **values)
+                     .on_conflict_do_update(index_elements=[CS.c.patient_id], set_=values))
+        now_permitted = bool(decision.permitted) and _still_valid(_as_datetime(decision.valid_until))
+        return SharingChange(patient_id, was, now_permitted)
+
+    def sharing_permitted(self, conn, patient_id: str) -> bool:
+        row = conn.execute(select(CS).where(CS.c.patient_id == patient_id)).first()
+        return row is not None and bool(row.permitted) and _still_valid(row.valid_until)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+_EXPRESSIONS: dict[str, dict[str, str]] = {}
+
+
+def _expressions(rtype: str) -> dict[str, str]:
+    if rtype not in _EXPRESSIONS:
+        from ..fhir.search_params import SearchRegistry
+
+        registry = SearchRegistry([rtype])
+        _EXPRESSIONS[rtype] = {code: p.expression for code, p in registry.params(rtype).items() if p.expression}
+    return _EXPRESSIONS[rtype]
+
+
+def organisation_ods(conn, org_id: str) -> str | None:
+    content = conn.execute(select(R.c.content).where(R.c.res_type == "Organization", R.c.res_id == org_id,
+                                                     R.c.deleted == false())).scalar()
+    return ods_identifier(jsonio.loads(content)) if content else None
+
+
+def _resource(conn, rtype: str, rid: str) -> dict | None:
+    content = conn.execute(select(R.c.content).where(R.c.res_type == rtype, R.c.res_id == rid,
+                                                     R.c.deleted == false())).scalar()
+    return jsonio.loads(content) if content else None
+
+
+def child_records(conn, patient_id: str) -> tuple[dict, list[dict]]:
+    """A child's Patient and EpisodeOfCare resources, whoever may see them (for the rules that
+    decide about the child, never returned to a caller)."""
+    return (_resource(conn, "Patient", patient_id) or {},
+            _compartment_resources(conn, "EpisodeOfCare", patient_id))
+
+
+def _compartment_resources(conn, rtype: str, patient_id: str) -> list[dict]:
+    ids = select(CP.c.res_id).where(CP.c.res_type == rtype, CP.c.patient_id == patient_id)
+    rows = conn.execute(select(R.c.content).where(R.c.res_type == rtype, R.c.res_id.in_(ids),
+                                                  R.c.deleted == false())).scalars()
+    return [jsonio.loads(c) for c in rows if c]
+
+
+def _patients_of_keys(conn, keys: set[tuple[str, str]]) -> set[str]:
+    found = {rid for rtype, rid in keys if rtype == "Patient"}
+    others = sorted(k for k in keys if k[0] != "Patient")
+    for start in range(0, len(others), 500):
+        chunk = others[start:start + 500]
+        found |= set(conn.execute(select(CP.c.patient_id).where(
+            tuple_(CP.c.res_type, CP.c.res_id).in_(chunk))).scalars())
+    return found
+
+
+def patients_of_keys(conn, keys) -> set[str]:
+    """The children a set of (type, id) resources are about, from the compartment rows."""
+    return _patients_of_keys(conn, set(keys))
+
+
+def authors_of(conn, rtype: str, rid: str) -> list[str]:
+    return sorted(conn.execute(select(AU.c.organisation).where(AU.c.res_type == rtype, AU.c.res_id == rid)).scalars())
+
+
+def _as_datetime(value) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    return None
+
+
+def _still_valid(until: datetime | None) -> bool:
+    return until is None or until > utcnow()
+
+
+def and_all(*conds: ColumnElement | None) -> ColumnElement | None:
+    present = [c for c in conds if c is not None]
+    return and_(*present) if present else None

@@ -1,0 +1,1 @@
+"""SMART Backend Services authentication: scopes, token endpoint, access tokens, outbound credentials."""
