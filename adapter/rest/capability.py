@@ -82,6 +82,8 @@ def _build(types: tuple[str, ...], registry, base: str, max_page: int, cors: boo
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "search-system"},
                             {"code": "history-system"}],
             "operation": [{"name": "validate",
-                           "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
+                           "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"},
+                          {"name": "everything",
+                           "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}],
         }],
     }

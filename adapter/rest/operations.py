@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from ..fhir.errors import FhirError, Issue, bad_request, operation_outcome
 from ..store.repository import Transaction
 from .messages import FhirRequest, FhirResponse
+from .rawjson import RawJson
 
 
 def validate(router, tx: Transaction, req: FhirRequest, base: str, target: list[str]) -> FhirResponse:
@@ -153,7 +156,50 @@ def export_form(router, tx: Transaction, req: FhirRequest, base: str, target: li
     return FhirResponse(200, content=xml, media_type="application/xml; charset=utf-8")
 
 
+def everything(router, tx: Transaction, req: FhirRequest, base: str, target: list[str]) -> FhirResponse:
+    """Patient/[id]/$everything (R4 Patient-everything): the child and every current resource
+    about them (the Patient compartment) that the caller may see, paged with _count/_offset;
+    `_type` limits the types, `_since` to changes from then on. A hidden child is a 404."""
+    if req.method not in ("GET", "POST") or len(target) != 2 or target[0] != "Patient":
+        raise bad_request("$everything is GET Patient/[id]/$everything")
+    params = dict(req.params)
+    patient = tx.read("Patient", target[1])
+    types = [t for t in (params.get("_type") or "").split(",") if t]
+    unknown = [t for t in types if t not in router.types]
+    if unknown:
+        raise bad_request(f"_type: {', '.join(unknown)} is not a resource type this server serves", ["_type"])
+    since = None
+    if params.get("_since"):
+        from ..fhir.search_params import date_range
+
+        found = date_range(params["_since"])
+        if found is None:
+            raise bad_request(f"_since '{params['_since']}' is not a FHIR instant", ["_since"])
+        since = found.low
+    count = _bounded(params.get("_count"), router.settings.default_page_size, router.settings.max_page_size, "_count")
+    offset = _bounded(params.get("_offset"), 0, 10**9, "_offset")
+    rows, total = tx.compartment(patient.res_id, types or None, since, count, offset)
+    path = f"{base}/Patient/{patient.res_id}/$everything"
+    kept = [(k, v) for k, v in req.params if k not in ("_count", "_offset")] + [("_count", str(count))]
+    links = [{"relation": "self", "url": f"{path}?{urlencode(kept + [('_offset', str(offset))])}"}]
+    if offset + len(rows) < total:
+        links.append({"relation": "next", "url": f"{path}?{urlencode(kept + [('_offset', str(offset + count))])}"})
+    bundle = {"resourceType": "Bundle", "type": "searchset", "total": total, "link": links,
+              "entry": [{"fullUrl": f"{base}/{s.res_type}/{s.res_id}", "resource": RawJson(s.content),
+                         "search": {"mode": "match"}} for s in rows]}
+    return FhirResponse(200, resource=bundle)
+
+
+def _bounded(value: str | None, default: int, largest: int, name: str) -> int:
+    if value is None or value == "":
+        return default
+    if not value.isdigit() or len(value) > 10:
+        raise bad_request(f"{name} must be a non-negative integer, not '{value[:20]}'", [name])
+    return min(int(value), largest)
+
+
 OPERATIONS = {
+    "everything": everything,
     "export-form": export_form,
     "validate": validate,
     "extract": extract,

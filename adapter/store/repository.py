@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from sqlalchemy import Engine, and_, delete, false, func, insert, literal, or_, select, update
+from sqlalchemy import Engine, and_, delete, false, func, insert, literal, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -506,6 +506,27 @@ class Transaction:
         rows = [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.content)
                 for r in self.conn.execute(stmt)]
         return self._visible_disclosed(rows)
+
+    # -- a child's record --------------------------------------------------------
+    def compartment(self, patient_id: str, types: list[str] | None, since: datetime | None,
+                    count: int, offset: int) -> tuple[list[Stored], int]:
+        """The current resources about a child (its Patient compartment) that the caller may
+        see, oldest change first: for Patient/$everything."""
+        about = select(CP.c.res_type, CP.c.res_id).where(CP.c.patient_id == patient_id)
+        if types:
+            about = about.where(CP.c.res_type.in_(types))
+        conds = [R.c.deleted == false(), tuple_(R.c.res_type, R.c.res_id).in_(about)]
+        if since:
+            conds.append(R.c.last_updated >= since)
+        restriction = self.restriction(None)
+        if restriction is not None:
+            conds.append(restriction)
+        total = self.conn.execute(select(func.count()).select_from(R).where(*conds)).scalar_one()
+        stmt = search_sql.base_select(None).where(*conds).order_by(
+            R.c.last_updated.asc(), R.c.res_type.asc(), R.c.res_id.asc()).limit(count).offset(offset)
+        rows = [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.content)
+                for r in self.conn.execute(stmt)]
+        return self._disclose(rows), total
 
     # -- history -----------------------------------------------------------------
     def history(self, rtype: str | None, rid: str | None, since: datetime | None, at: datetime | None,

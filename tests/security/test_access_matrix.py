@@ -129,6 +129,32 @@ def test_include_revinclude_chain_and_has_reveal_nothing_hidden(world, role):
 
 
 @pytest.mark.parametrize("role", ROLES)
+def test_everything_gives_a_child_s_record_as_the_role_may_see_it(world, role):
+    pop, admin, clients = world
+    for child in CHILDREN:
+        r = clients[role].get(f"{pop.ref(child, 'Patient')}/$everything", params={"_count": "2"})
+        if child not in SEES[role]:
+            assert r.status_code == 404
+            continue
+        assert r.status_code == 200, r.text
+        expected = {pop.ids[(child, t)] for t in RECORD_TYPES if (child, t) in pop.ids and visible(role, child, t)}
+        got, page = set(), r.json()
+        assert page["total"] >= len(expected)
+        while True:
+            got |= ids(page)
+            nxt = next((lnk["url"] for lnk in page["link"] if lnk["relation"] == "next"), None)
+            if nxt is None:
+                break
+            page = clients[role].get(nxt).json()
+        assert expected <= got
+        hidden = {pop.ids[k] for k in pop.ids if k[1] in RECORD_TYPES and not visible(role, *k)}
+        assert not got & hidden
+        only = admin.get(f"{pop.ref(child, 'Patient')}/$everything", params={"_type": "Observation"}).json()
+        assert {e["resource"]["resourceType"] for e in only["entry"]} == {"Observation"}
+        assert pop.ids[(child, "Observation")] in ids(only)
+
+
+@pytest.mark.parametrize("role", ROLES)
 def test_hidden_records_cannot_be_changed_deleted_or_written_about(world, role):
     pop, admin, clients = world
     client = clients[role]
