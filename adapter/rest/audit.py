@@ -75,7 +75,7 @@ class AuditTrail:
             with self.repo.transaction(SYSTEM, write=True) as tx:
                 for event in events:
                     keys = {(t, i) for t, i, _ in event.resources}
-                    event.patients = sorted(patients_of_keys(tx.conn, keys)
+                    event.patients = sorted(set(event.patients) | patients_of_keys(tx.conn, keys)
                                             | {i for t, i in keys if t == "Patient"})
                     tx.create(audit.audit_event(event, event.recorded or now_instant()))
         except Exception:  # the trail must not take the server down; say so loudly

@@ -159,7 +159,8 @@ def export_form(router, tx: Transaction, req: FhirRequest, base: str, target: li
 def everything(router, tx: Transaction, req: FhirRequest, base: str, target: list[str]) -> FhirResponse:
     """Patient/[id]/$everything (R4 Patient-everything): the child and every current resource
     about them (the Patient compartment) that the caller may see, paged with _count/_offset;
-    `_type` limits the types, `_since` to changes from then on. A hidden child is a 404."""
+    `_type` limits the types, `_since` to changes from then on. A hidden child is a 404. The
+    audit trail about the child is not part of the record unless asked for (_type=AuditEvent)."""
     if req.method not in ("GET", "POST") or len(target) != 2 or target[0] != "Patient":
         raise bad_request("$everything is GET Patient/[id]/$everything")
     params = dict(req.params)
@@ -178,7 +179,10 @@ def everything(router, tx: Transaction, req: FhirRequest, base: str, target: lis
         since = found.low
     count = _bounded(params.get("_count"), router.settings.default_page_size, router.settings.max_page_size, "_count")
     offset = _bounded(params.get("_offset"), 0, 10**9, "_offset")
-    rows, total = tx.compartment(patient.res_id, types or None, since, count, offset)
+    if not types:  # the child's record, not the audit trail about it (ask with _type=AuditEvent)
+        types = [t for t in sorted(router.types) if router.policy.compartment_params(t)
+                 and t not in router.policy.server_written_types]
+    rows, total = tx.compartment(patient.res_id, types, since, count, offset)
     path = f"{base}/Patient/{patient.res_id}/$everything"
     kept = [(k, v) for k, v in req.params if k not in ("_count", "_offset")] + [("_count", str(count))]
     links = [{"relation": "self", "url": f"{path}?{urlencode(kept + [('_offset', str(offset))])}"}]
@@ -198,8 +202,19 @@ def _bounded(value: str | None, default: int, largest: int, name: str) -> int:
     return min(int(value), largest)
 
 
+def _bulk(name: str):
+    def run(*args):
+        from . import bulk_export
+
+        return getattr(bulk_export, name)(*args)
+    return run
+
+
 OPERATIONS = {
     "everything": everything,
+    "export": _bulk("kick_off"),
+    "export-poll-status": _bulk("poll_status"),
+    "export-file": _bulk("download"),
     "export-form": export_form,
     "validate": validate,
     "extract": extract,
@@ -208,4 +223,5 @@ OPERATIONS = {
     "la-notification": _document_operation("la-notification", "la-notification"),
     "import-903": _document_operation("ssda903", "import-903"),
     "process-message": lambda *a: __import__("adapter.exchange.messaging", fromlist=["x"]).process_message(*a),
+    "evaluate-measure": lambda *a: __import__("adapter.rest.measure_ops", fromlist=["x"]).evaluate_measure(*a),
 }

@@ -50,6 +50,9 @@ class FhirRouter:
 
         self.trail = AuditTrail(repo)
         self.policy = repo.access.policy
+        from .bulk_export import Exporter
+
+        self.exporter = Exporter(repo, self.trail)
 
     # -- authorisation -------------------------------------------------------------
     def authorise(self, caller: Caller, req: FhirRequest) -> None:
@@ -64,7 +67,7 @@ class FhirRouter:
                 and not _is_search(req) and not (path and path[-1].startswith("$")):
             raise FhirError(405, "not-supported", f"{rtype} records are written by this server only; "
                                                   "they cannot be created, changed or deleted through the API")
-        if caller.unrestricted:
+        if caller.unrestricted or (path and path[-1] in SELF_AUTHORISED_OPERATIONS):
             return
         if path and path[-1].startswith("$"):
             letter = "r" if req.method == "GET" else "c"
@@ -114,7 +117,8 @@ class FhirRouter:
                 event: audit.Interaction) -> tuple[FhirResponse, Transaction | None]:
         from . import bundles
 
-        write = req.method in ("POST", "PUT", "PATCH", "DELETE") and not _is_search(req)
+        write = (req.method in ("POST", "PUT", "PATCH", "DELETE") and not _is_search(req)) \
+            or (req.method == "GET" and req.path[-1:] == ["$export"])  # a kick-off records its job
         request_id = req.header("x-request-id") if write else None
         for attempt in (1, 2):
             try:
@@ -629,3 +633,5 @@ def _method_not_allowed(req: FhirRequest) -> FhirError:
 
 
 _INTERACTION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+# Operations that check the client's scopes themselves (per exported type, or the job's owner).
+SELF_AUTHORISED_OPERATIONS = frozenset({"$export", "$export-poll-status", "$export-file"})

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
-from sqlalchemy import and_, delete, false, insert, literal, or_, select, true, tuple_
+from sqlalchemy import and_, delete, exists, false, insert, literal, or_, select, true, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql import ColumnElement
@@ -63,6 +63,16 @@ class AccessControl:
         granted = select(G.c.patient_id).where(G.c.organisation.in_(orgs))
         consented = select(CS.c.patient_id).where(
             CS.c.permitted == true(), or_(CS.c.valid_until.is_(None), CS.c.valid_until > utcnow()))
+        other = CP.alias("cp_other")
+
+        def every_child_visible(type_expr, gated_cond) -> ColumnElement:
+            """A resource about several children is visible only if all of them are: a Group, an
+            AuditEvent or a Provenance must not reveal the other children it names."""
+            hidden = other.c.patient_id.not_in(granted)
+            if gated_cond is not None:
+                hidden = or_(hidden, and_(gated_cond, other.c.patient_id.not_in(consented)))
+            return ~exists().where(other.c.res_type == type_expr, other.c.res_id == id_col, hidden)
+
         if rtype is not None:
             if policy.shared(rtype):
                 return true()
@@ -71,7 +81,8 @@ class AccessControl:
             about = select(CP.c.res_id).where(CP.c.res_type == rtype, CP.c.patient_id.in_(granted))
             if policy.gated(rtype):
                 about = about.where(CP.c.patient_id.in_(consented))
-            return or_(authored, id_col.in_(about))
+            return or_(authored, and_(id_col.in_(about),
+                                      every_child_visible(rtype, true() if policy.gated(rtype) else None)))
         keys = tuple_(type_col, id_col)
         authored = keys.in_(select(AU.c.res_type, AU.c.res_id).where(AU.c.organisation == caller.organisation))
         gated = sorted(policy.gated_types)
@@ -79,8 +90,9 @@ class AccessControl:
             CP.c.patient_id.in_(granted), CP.c.res_type.not_in(gated))
         gated_about = select(CP.c.res_type, CP.c.res_id).where(
             CP.c.patient_id.in_(granted), CP.c.res_type.in_(gated), CP.c.patient_id.in_(consented))
-        return or_(type_col.in_(sorted(policy.shared_types)), authored,
-                   keys.in_(ungated_about), keys.in_(gated_about))
+        about = and_(or_(keys.in_(ungated_about), keys.in_(gated_about)),
+                     every_child_visible(type_col, other.c.res_type.in_(gated)))
+        return or_(type_col.in_(sorted(policy.shared_types)), authored, about)
 
     # -- the write side --------------------------------------------------------------------
     def record(self, conn, caller: Caller, body: dict, reference_rows: list[dict],

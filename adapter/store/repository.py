@@ -26,6 +26,7 @@ from ..fhir.search_query import Include, SearchQuery
 from ..security.caller import Caller
 from . import search_sql
 from .access_sql import AccessControl
+from .facts_sql import record_facts
 from .indexing import index_rows
 from .tables import INDEX_TABLES, compartment_table, resource_table, version_table
 
@@ -336,8 +337,9 @@ class Transaction:
     def _record_access(self, body: dict, reference_rows: list[dict], deleted: bool = False) -> None:
         rtype = body["resourceType"]
         patients = self.repo.access.record(self.conn, self.caller, body, reference_rows, deleted)
-        if rtype != "Patient" and not self.caller.unrestricted:
-            self._check_written_about(patients)
+        record_facts(self.conn, body, reference_rows, deleted)  # commissioning facts (kpi_assessment)
+        if rtype != "Patient" and not self.caller.unrestricted and rtype not in self.repo.access.policy.server_written_types:
+            self._check_written_about(patients)  # (the audit trail records what happened, whoever it names)
         if rtype in CONSENT_INPUTS:
             if deleted:
                 patients = [r.patient_id for r in self.conn.execute(
@@ -527,6 +529,30 @@ class Transaction:
         rows = [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.content)
                 for r in self.conn.execute(stmt)]
         return self._disclose(rows), total
+
+    def export_page(self, rtype: str, after: str, limit: int, until: datetime, since: datetime | None,
+                    patients: list[str] | None, patient_level: bool) -> list[Stored]:
+        """One page (by id, after `after`) of the current resources of a type that the caller may
+        see, as of `until`, for a Bulk Data export. Patient level: only resources about a child
+        (the Patient compartment), of the children in `patients` when given (a Group's members)."""
+        conds = [R.c.res_type == rtype, R.c.deleted == false(), R.c.res_id > after, R.c.last_updated <= until]
+        if since is not None:
+            conds.append(R.c.last_updated >= since)
+        if patient_level:
+            if rtype == "Patient":
+                if patients is not None:
+                    conds.append(R.c.res_id.in_(patients))
+            else:
+                about = select(CP.c.res_id).where(CP.c.res_type == rtype)
+                if patients is not None:
+                    about = about.where(CP.c.patient_id.in_(patients))
+                conds.append(R.c.res_id.in_(about))
+        restriction = self.restriction(rtype)
+        if restriction is not None:
+            conds.append(restriction)
+        stmt = search_sql.base_select(None).where(*conds).order_by(R.c.res_id).limit(limit)
+        return [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.content)
+                for r in self.conn.execute(stmt)]
 
     # -- history -----------------------------------------------------------------
     def history(self, rtype: str | None, rid: str | None, since: datetime | None, at: datetime | None,

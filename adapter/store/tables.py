@@ -10,12 +10,13 @@ the same transaction as the resource itself.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
     Column,
+    Date,
     DateTime,
     Index,
     Integer,
@@ -252,6 +253,39 @@ class ConsentStateRow(SQLModel, table=True):
     reason: str = Field(sa_column=Column(String(1000), nullable=False))
 
 
+class ExportJobRow(SQLModel, table=True):
+    """A Bulk Data export (FHIR Bulk Data Access, asynchronous request pattern) and who asked."""
+
+    __tablename__ = "export_job"
+
+    id: str = Field(sa_column=Column(String(36), primary_key=True))
+    client_id: str = Field(sa_column=Column(String(200), nullable=False))
+    caller: str = Field(sa_column=Column(String(4000), nullable=False))   # JSON: the Caller, to run as
+    request: str = Field(sa_column=Column(String(2000), nullable=False))  # the kick-off URL
+    level: str = Field(sa_column=Column(String(16), nullable=False))      # system | patient | group
+    group_id: str | None = Field(default=None, sa_column=Column(String(ID_LEN), nullable=True))
+    types: str = Field(sa_column=Column(String(4000), nullable=False))    # JSON list
+    since: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
+    status: str = Field(sa_column=Column(String(16), nullable=False))     # accepted|in-progress|completed|failed|cancelled
+    progress: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
+    created: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    transaction_time: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    finished: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
+    error: str | None = Field(default=None, sa_column=Column(String(2000), nullable=True))
+
+
+class ExportFileRow(SQLModel, table=True):
+    """One NDJSON output file of an export (at most FILE_LINES resources of one type)."""
+
+    __tablename__ = "export_file"
+
+    job_id: str = Field(sa_column=Column(String(36), primary_key=True))
+    seq: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    res_type: str = Field(sa_column=Column(String(TYPE_LEN), nullable=False))
+    count: int
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
 outbox_table = OutboxRow.__table__
 inbound_table = InboundRow.__table__
 V1_TABLES = [ResourceRow.__table__, VersionRow.__table__, StringIndex.__table__, TokenIndex.__table__,
@@ -262,3 +296,48 @@ author_table = AuthorRow.__table__
 grant_table = GrantRow.__table__
 consent_state_table = ConsentStateRow.__table__
 V3_TABLES = [compartment_table, author_table, grant_table, consent_state_table]
+export_job_table = ExportJobRow.__table__
+export_file_table = ExportFileRow.__table__
+V4_TABLES = [export_job_table, export_file_table]
+
+
+class AssessmentFactRow(SQLModel, table=True):
+    """Per IHA/RHA Task, the dates the commissioning measures need (adapter/kpi/rules.py),
+    kept by adapter/store/facts_sql.py in the transaction of every write that changes them."""
+
+    __tablename__ = "kpi_assessment"
+    __table_args__ = (Index("ix_kpi_assessment_due", "assessment", "due"),
+                      Index("ix_kpi_assessment_patient", "patient_id"),
+                      Index("ix_kpi_assessment_requested", "placement", "requested"))
+
+    task_id: str = Field(sa_column=Column(String(ID_LEN), primary_key=True))
+    patient_id: str | None = Field(default=None, sa_column=Column(String(ID_LEN), nullable=True))
+    assessment: str = Field(sa_column=Column(String(16), nullable=False))       # iha | rha
+    status: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))  # Task.status
+    counted: bool = True                                                      # not cancelled/rejected/...
+    la: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    provider: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    placement: str = Field(sa_column=Column(String(16), nullable=False))        # in-area|out-of-area|placed-in|unknown
+    age_band: str | None = Field(default=None, sa_column=Column(String(16), nullable=True))
+    birth_date: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    entered_care: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    due: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    notified: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    consent: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    requested: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    accepted: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    appointment: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    did_not_attend: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    dna_count: int = 0
+    assessed: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    reported: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    quality_assured: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    completed: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    done: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    turnaround_wd: int | None = None
+    age_at_due: int | None = None
+    own_consent: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+
+
+assessment_fact_table = AssessmentFactRow.__table__
+V5_TABLES = [assessment_fact_table]
