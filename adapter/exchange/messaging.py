@@ -7,6 +7,11 @@ request's transaction (conditional creates on identifiers: the Patient on its NH
 an assessment Task is created: status requested, owner our registry's ODS, requester the
 sender's ODS. BaRS has no Task; the Task is this project's workflow.
 
+The sender is who the access token says: a MessageHeader.sender other than the token's
+organisation is refused (403). The Task carries the request message's id
+(`bars-message` = `<sender ODS>/<message id>`); when it is completed, `return_message_result`
+sends the sender a response message with the completed Task, the assessment and the health plan.
+
 A message is processed once: the answer is remembered in the inbound table under the sender
 (its source endpoint, else its ODS) and the MessageHeader id, so a repeat gets the same answer.
 The answer is a message Bundle: a MessageHeader with `response.identifier` = the request's
@@ -19,11 +24,14 @@ import uuid
 from datetime import datetime, timezone
 from urllib.parse import urlencode
 
+from sqlalchemy import select
+
 from ..fhir.errors import FhirError, bad_request
 from ..rest import inbound
 from ..rest.bundles import run_transaction
 from ..rest.messages import FhirRequest, FhirResponse
 from ..store.repository import Transaction
+from ..store.tables import outbox_table as O
 from .ooa import ASSESSMENT_TYPES, NHS, ODS, partner_registry
 
 BARS_EVENTS = "https://fhir.nhs.uk/CodeSystem/message-events-bars"
@@ -38,6 +46,11 @@ def process_message(router, tx: Transaction, req: FhirRequest, base: str, target
     if target:
         raise bad_request("$process-message is a system-level operation: POST [base]/$process-message")
     message = _checked(req.body)
+    caller = tx.caller
+    if not caller.unrestricted and message["sender_ods"] != caller.organisation:
+        raise FhirError(403, "forbidden", f"MessageHeader.sender is {message['sender_ods']}, but the access token "
+                                          f"is {caller.organisation or 'no organisation'}'s: a partner sends as itself",
+                        ["Bundle.entry[0].resource.sender"])
     header, focus, patient = message["header"], message["focus"], message["patient"]
     sender_key = message["source"] or message["sender_ods"]
     prior = inbound.replay(tx.conn, f"message:{sender_key}", message["id"])
@@ -57,8 +70,8 @@ def process_message(router, tx: Transaction, req: FhirRequest, base: str, target
             request["ifNoneExist"] = criteria
         entries.append({"fullUrl": entry["fullUrl"], "resource": resource, "request": request})
     task_ids = [dict(i) for i in focus.get("identifier") or [] if i.get("system") and i.get("value")]
-    if not task_ids:
-        task_ids = [{"system": MESSAGE_ID, "value": f"{message['sender_ods']}/{message['id']}"}]
+    # the request message, by sender and id: where the result goes back to (return_message_result)
+    task_ids.append({"system": MESSAGE_ID, "value": f"{message['sender_ods']}/{message['id']}"})
     task = {"resourceType": "Task", "identifier": task_ids, "status": "requested", "intent": "order",
             "code": focus["code"], "for": {"reference": message["patient_url"]},
             "basedOn": [{"reference": message["focus_url"]}],
@@ -92,6 +105,62 @@ def process_message(router, tx: Transaction, req: FhirRequest, base: str, target
     response = FhirResponse(200, resource=answer, headers={"Location": task_url})
     inbound.remember(tx.conn, f"message:{sender_key}", message["id"], response)
     return response
+
+
+# -- the result, back to the sender -------------------------------------------------------------
+RESULT_KIND = "bars-result"
+
+
+def return_message_result(router, tx: Transaction, stored, resource: dict, base: str) -> None:
+    """When a Task that came in by `$process-message` is completed, the sender gets a response
+    message (FHIR messaging: same event, `MessageHeader.response` = its request's id, code ok)
+    with the completed Task, the assessment (QuestionnaireResponse) and the health plan
+    (CarePlan), POSTed to its `$process-message` through the outbox; only while the child's
+    consent to share health information is active."""
+    from ..fhir import jsonio
+    from . import outbox
+
+    if stored.res_type != "Task" or resource.get("status") != "completed":
+        return
+    origin = next((i.get("value") for i in resource.get("identifier") or []
+                   if i.get("system") == MESSAGE_ID and i.get("value")), None)
+    if not origin or "/" not in origin:
+        return
+    sender_ods, request_id = origin.split("/", 1)
+    registry = partner_registry(router)
+    partner = registry.get(sender_ods)
+    if partner is None or not partner.base_url or sender_ods == registry.self_ods:
+        return
+    if tx.conn.execute(select(O.c.id).where(O.c.kind == RESULT_KIND, O.c.correlation_id == stored.res_id)).first():
+        return
+    patient_ref = (resource.get("for") or {}).get("reference") or ""
+    patient_id = patient_ref.rsplit("Patient/", 1)[1] if "Patient/" in patient_ref else None
+    if patient_id is None or not tx.repo.access.sharing_permitted(tx.conn, patient_id):
+        raise FhirError(422, "business-rule", "the assessment cannot be returned to the requester: the child's "
+                                              "consent to share health information is not active here",
+                        ["Task.status"])
+    entries = [{"fullUrl": f"{base}/Task/{stored.res_id}", "resource": resource}]
+    for output in resource.get("output") or []:
+        ref = (output.get("valueReference") or {}).get("reference") or ""
+        rtype, _, rid = ref.partition("/")
+        if rtype in ("QuestionnaireResponse", "CarePlan") and rid:
+            entries.append({"fullUrl": f"{base}/{ref}", "resource": tx.read(rtype, rid).resource()})
+    patient = tx.read("Patient", patient_id).resource()
+    entries.append({"fullUrl": f"{base}/Patient/{patient_id}", "resource": patient})
+    header_id = str(uuid.uuid4())
+    header = {"resourceType": "MessageHeader", "id": header_id,
+              "eventCoding": {"system": BARS_EVENTS, "code": "servicerequest-request"},
+              "destination": [{"endpoint": f"{partner.base_url}/$process-message",
+                               "receiver": {"identifier": {"system": ODS, "value": sender_ods}}}],
+              "sender": {"identifier": {"system": ODS, "value": registry.self_ods}},
+              "source": {"endpoint": f"{base}/$process-message"},
+              "response": {"identifier": request_id, "code": "ok"},
+              "focus": [{"reference": f"{base}/Task/{stored.res_id}"}]}
+    bundle = {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "message", "timestamp": _now(),
+              "entry": [{"fullUrl": f"urn:uuid:{header_id}", "resource": header}, *entries]}
+    outbox.enqueue(tx.conn, destination=sender_ods, method="POST", path="$process-message",
+                   body=jsonio.dumps(bundle), content_type="application/fhir+json", kind=RESULT_KIND,
+                   patient=f"Patient/{patient_id}", correlation_id=stored.res_id)
 
 
 def _checked(bundle) -> dict:

@@ -337,5 +337,8 @@ def _create(full_url: str, resource: dict, criteria: str | None) -> dict:
 
 def on_write(router, tx: Transaction, stored: Stored, resource: dict, base: str) -> None:
     """Both directions as one interceptor (registered once in adapter/api/app.py)."""
+    from .messaging import return_message_result
+
     send_out_of_area(router, tx, stored, resource, base)
     return_result(router, tx, stored, resource, base)
+    return_message_result(router, tx, stored, resource, base)

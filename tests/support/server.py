@@ -76,8 +76,10 @@ def sqlite_database(directory: Path) -> Iterator[str]:
 
 
 @contextmanager
-def running_server(database_url: str, **overrides) -> Iterator[str]:
-    """Start the adapter on a free loopback port; yields its FHIR base URL."""
+def running_server(database_url: str, partners=None, **overrides) -> Iterator[str]:
+    """Start the adapter on a free loopback port; yields its FHIR base URL.
+
+    `partners` (a partner Registry) replaces config/partners.toml for what the server sends."""
     # Every test client shares 127.0.0.1: the per-client rate limit is off unless a test sets it.
     overrides.setdefault("rate_limit_per_second", 0)
     # Test clients authenticate with the static tokens of tests/support/auth.py (`serve --dev`).
@@ -85,6 +87,8 @@ def running_server(database_url: str, **overrides) -> Iterator[str]:
     overrides.setdefault("dev_tokens", TEST_TOKENS)
     settings = replace(load_settings(database_url=database_url), **overrides)
     app = create_app(settings)
+    if partners is not None:
+        app.state.router.partner_registry = partners
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
