@@ -140,15 +140,24 @@ def load_cmd(path: Optional[Path] = typer.Argument(None, help="The scenario set,
                                                     "(default: config file); ignored with --target."),
              token: Optional[str] = typer.Option(None, "--token", envvar="LAC_ADAPTER_TOKEN", show_default=False,
                                                  help="Bearer access token for --target (default: env "
-                                                      "LAC_ADAPTER_TOKEN).")) -> None:
-    """Load the scenarios: into our own database (documents, as the document operations store
-    them), or with --target as FHIR transaction Bundles into any FHIR server."""
+                                                      "LAC_ADAPTER_TOKEN)."),
+             workers: int = typer.Option(4, "--workers", min=1, help="Children loaded at once (a generated "
+                                                                      "population).")) -> None:
+    """Load the scenarios, or a generated population (`fixtures generate`): into our own database
+    (scenarios: documents, as the document operations store them), or with --target as FHIR
+    transaction Bundles into any FHIR server. A population loads concurrently and resumes after an
+    interruption where it stopped, without duplicates."""
     from rich.progress import Progress
 
     root = path if path is not None else DEFAULT_SCENARIOS
     if not root.is_dir():
         typer.secho(f"{root}: not a folder", fg="red", err=True)
         raise typer.Exit(2)
+    from .synth.load import is_population
+
+    if is_population(root):
+        _load_population(root, target, token, workers)
+        return
     found = scenarios(root)
     items = [(s, f) for s in found for f in (s.bundles if target else s.documents)]
     if not items:
@@ -173,6 +182,32 @@ def load_cmd(path: Optional[Path] = typer.Argument(None, help="The scenario set,
     for failure in summary.failed:
         typer.secho(f"  failed: {failure}", fg="red")
     if summary.failed:
+        raise typer.Exit(1)
+
+
+def _load_population(root: Path, target: str | None, token: str | None, workers: int) -> None:
+    from rich.progress import Progress
+
+    from .synth.load import PopulationLoader, count_children
+
+    if not target:
+        typer.secho(f"{root} is a generated population: load it with --target URL (this server's FHIR base "
+                    "or any FHIR R4 server)", fg="red", err=True)
+        raise typer.Exit(2)
+    total = count_children(root)
+    loader = PopulationLoader(root, target, lambda: _TargetLoader(target, token), workers)
+    with Progress(transient=True) as progress:
+        task = progress.add_task("loading children", total=total)
+        summary = loader.run(on_child=lambda key: progress.advance(task))
+    typer.echo(f"{total} children: {summary.loaded} loaded, {summary.already} already there, "
+               f"{summary.skipped} done by an earlier run, {len(summary.failed)} failed")
+    for reason, n in summary.reasons().most_common():
+        typer.secho(f"  {n} failed: {reason}", fg="red")
+    for where, reason in summary.failed[:20]:
+        typer.secho(f"    e.g. {where}: {reason}", fg="red")
+    if summary.failed:
+        typer.echo(f"run the same command again to retry the failed children ({loader.journal.name} keeps "
+                   "the ones done)")
         raise typer.Exit(1)
 
 
@@ -236,7 +271,11 @@ class _TargetLoader:
         self.http.close()
 
     def load(self, file: Path) -> bool:
-        bundle = jsonio.loads(file.read_bytes())
+        return self.load_bytes(file.read_bytes())
+
+    def load_bytes(self, data: bytes) -> bool:
+        """POST one transaction Bundle; True if it changed anything, False if it was all there."""
+        bundle = jsonio.loads(data)
         entries = bundle.get("entry") or []
         patches = [e for e in entries if (e.get("request") or {}).get("method") == "PATCH"]
         if patches and all(self._patch_applied(e) for e in patches):
@@ -295,3 +334,48 @@ def _diagnostics(response) -> str:
     except ValueError:
         return response.text[:300]
 
+
+# --------------------------------------------------------------------------- generating
+
+@fixtures_app.command("generate")
+def generate_cmd(children: int = typer.Option(..., "--children", min=1, help="How many children and care leavers."),
+                 seed: int = typer.Option(..., "--seed", help="The random seed: the same seed gives the same bytes."),
+                 out: Path = typer.Option(..., "--out", help="The output folder: new, empty, or an earlier "
+                                          "population (replaced)."),
+                 as_of: Optional[str] = typer.Option(None, "--as-of", help="The reference date YYYY-MM-DD: nothing "
+                                                     "is dated after it (default: config/synthetic.toml)."),
+                 config: Optional[Path] = typer.Option(None, "--config", help="The distributions "
+                                                       "(default: config/synthetic.toml)."),
+                 workers: int = typer.Option(0, "--workers", min=0, help="Worker processes (0: one per CPU)."),
+                 exact: bool = typer.Option(False, "--exact", help="Map every document with the mappers "
+                                            "(slower; the default reuses mapped prototypes, same output)."),
+                 documents: bool = typer.Option(True, "--documents/--no-documents", help="Write children/*.zip "
+                                                "(the documents and their Bundles), or only children.ndjson, "
+                                                "the NDJSON, SSDA903 and manifest.")) -> None:
+    """Generate a deterministic synthetic population: every child as LA notifications, form documents,
+    SSDA903 rows and FHIR (transaction Bundles and NDJSON). The layout is in OUT/README.md."""
+    import time
+    from datetime import date
+
+    from rich.progress import Progress
+
+    from .synth.writer import Options, generate
+
+    try:
+        reference = date.fromisoformat(as_of) if as_of else None
+    except ValueError:
+        typer.secho(f"--as-of {as_of}: not a date YYYY-MM-DD", fg="red", err=True)
+        raise typer.Exit(2) from None
+    started = time.perf_counter()
+    try:
+        with Progress(transient=True) as progress:
+            task = progress.add_task("generating", total=children)
+            manifest = generate(Options(children, seed, out, reference, config, workers, documents, exact),
+                                progress=lambda done: progress.update(task, completed=done))
+    except FileExistsError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+    seconds = time.perf_counter() - started
+    resources = sum(manifest["resources"].values())
+    typer.echo(f"{children} children, {manifest['bundles']} Bundles, {resources} resources in {seconds:.1f} s "
+               f"({children / seconds:.0f} children/s) -> {out}")
