@@ -348,7 +348,8 @@ def _grantor(child: Child, st: _Story, day: date, decision: str, purposes: tuple
         return ConsentDecision(day, decision, purposes, "young-person", "gillick-competent", "young-person-own-consent",
                                own, None, with_notification)
     ls = child.legal_status_on(day)
-    basis = "section-20-agreement" if ls == "V2" else "care-order" if ls in ("C1", "C2") else "court-direction"
+    basis = "section-20-agreement" if ls in ("V2", "V3", "V4") else "care-order" if ls in ("C1", "C2") \
+        else "placement-order" if ls == "E1" else "parental-responsibility"  # a basis that fits a parent
     relationship = rng.choice(("MTH", "MTH", "MTH", "FTH", "GRMTH"))
     parent = _person(rng, st.s["names"], family=child.family, female=relationship != "FTH")
     return ConsentDecision(day, decision, purposes, "parent-with-pr", "not-competent", basis, parent, relationship,

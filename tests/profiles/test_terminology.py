@@ -37,7 +37,7 @@ LOCAL = {
     "lac-consent-capacity": ["presumed-16-17", "gillick-competent", "not-competent", "lacks-capacity", "not-assessed"],
     "lac-consent-purpose": ["assessment", "information-sharing"],
     "lac-consent-legal-basis": ["section-20-agreement", "care-order", "placement-order", "young-person-own-consent",
-                                "court-direction"],
+                                "court-direction", "parental-responsibility"],
     "lac-health-plan-domain": ["physical-health", "long-term-condition", "medication", "immunisation", "dental",
                                "vision", "hearing", "growth-nutrition", "development", "education-learning",
                                "emotional-wellbeing", "sleep", "physical-activity", "sexual-health", "substance-use",
