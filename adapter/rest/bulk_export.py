@@ -27,13 +27,13 @@ from datetime import datetime, timezone
 from sqlalchemy import delete, func, insert, select, update
 
 from ..fhir.errors import FhirError, bad_request, not_found
-from ..fhir.search_params import date_range
 from ..security import audit, scopes
 from ..security.caller import Caller
 from ..store.repository import Repository, Transaction, format_instant
 from ..store.tables import export_file_table as F
 from ..store.tables import export_job_table as J
 from .messages import FhirRequest, FhirResponse
+from .operations import since_param, type_param
 
 log = logging.getLogger("lac_adapter.export")
 PAGE = 1000
@@ -72,10 +72,7 @@ def kick_off(router, tx: Transaction, req: FhirRequest, base: str, target: list[
     # the audit trail is exported only when asked for by _type
     default = [t for t in (sorted(router.types) if level == "system" else about_children)
                if t not in router.policy.server_written_types]
-    types = [t for t in (params.get("_type") or "").split(",") if t] or default
-    unknown = [t for t in types if t not in router.types]
-    if unknown:
-        raise bad_request(f"_type: {', '.join(unknown)} is not a resource type this server serves", ["_type"])
+    types = type_param(router, params) or default
     if level != "system":
         outside = [t for t in types if t not in about_children]
         if outside:
@@ -86,12 +83,7 @@ def kick_off(router, tx: Transaction, req: FhirRequest, base: str, target: list[
         refused = [t for t in types if not scopes.allows(caller.scopes, t, "r")]
         if refused:
             raise FhirError(403, "forbidden", f"the access token's scopes do not allow reading {', '.join(refused)}")
-    since = None
-    if params.get("_since"):
-        found = date_range(params["_since"])
-        if found is None:
-            raise bad_request(f"_since '{params['_since'][:40]}' is not a FHIR instant", ["_since"])
-        since = found.low
+    since = since_param(params)
     job_id = str(uuid.uuid4())
     now = utcnow()
     tx.conn.execute(insert(J).values(

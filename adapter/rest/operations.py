@@ -165,18 +165,8 @@ def everything(router, tx: Transaction, req: FhirRequest, base: str, target: lis
         raise bad_request("$everything is GET Patient/[id]/$everything")
     params = dict(req.params)
     patient = tx.read("Patient", target[1])
-    types = [t for t in (params.get("_type") or "").split(",") if t]
-    unknown = [t for t in types if t not in router.types]
-    if unknown:
-        raise bad_request(f"_type: {', '.join(unknown)} is not a resource type this server serves", ["_type"])
-    since = None
-    if params.get("_since"):
-        from ..fhir.search_params import date_range
-
-        found = date_range(params["_since"])
-        if found is None:
-            raise bad_request(f"_since '{params['_since']}' is not a FHIR instant", ["_since"])
-        since = found.low
+    types = type_param(router, params)
+    since = since_param(params)
     count = _bounded(params.get("_count"), router.settings.default_page_size, router.settings.max_page_size, "_count")
     offset = _bounded(params.get("_offset"), 0, 10**9, "_offset")
     if not types:  # the child's record, not the audit trail about it (ask with _type=AuditEvent)
@@ -192,6 +182,27 @@ def everything(router, tx: Transaction, req: FhirRequest, base: str, target: lis
               "entry": [{"fullUrl": f"{base}/{s.res_type}/{s.res_id}", "resource": RawJson(s.content),
                          "search": {"mode": "match"}} for s in rows]}
     return FhirResponse(200, resource=bundle)
+
+
+def type_param(router, params: dict) -> list[str]:
+    """`_type` of $everything and $export: served resource types, comma-separated (400 otherwise)."""
+    types = [t for t in (params.get("_type") or "").split(",") if t]
+    unknown = [t for t in types if t not in router.types]
+    if unknown:
+        raise bad_request(f"_type: {', '.join(unknown)[:200]} is not a resource type this server serves", ["_type"])
+    return types
+
+
+def since_param(params: dict):
+    """`_since` of $everything and $export, as naive UTC (400 if it is not a FHIR instant)."""
+    if not params.get("_since"):
+        return None
+    from ..fhir.search_params import date_range
+
+    found = date_range(params["_since"])
+    if found is None:
+        raise bad_request(f"_since '{params['_since'][:40]}' is not a FHIR instant", ["_since"])
+    return found.low
 
 
 def _bounded(value: str | None, default: int, largest: int, name: str) -> int:
