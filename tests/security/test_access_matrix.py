@@ -156,6 +156,20 @@ def test_everything_gives_a_child_s_record_as_the_role_may_see_it(world, role):
 
 
 @pytest.mark.parametrize("role", ROLES)
+def test_operations_on_a_hidden_assessment_find_nothing(world, role):
+    pop, _, clients = world
+    for child in CHILDREN:
+        qr = pop.ref(child, "QuestionnaireResponse")
+        for operation in ("$report", "$export-form", "$extract"):
+            r = clients[role].get(f"{qr}/{operation}") if operation != "$extract" else \
+                clients[role].post(f"{qr}/{operation}")
+            if visible(role, child, "QuestionnaireResponse"):
+                assert r.status_code != 404 or "Questionnaire" in r.text, (operation, r.text)
+            else:
+                assert r.status_code == 404, (role, child, operation, r.status_code, r.text[:200])
+
+
+@pytest.mark.parametrize("role", ROLES)
 def test_hidden_records_cannot_be_changed_deleted_or_written_about(world, role):
     pop, admin, clients = world
     client = clients[role]
