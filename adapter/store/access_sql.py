@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
-from sqlalchemy import and_, delete, exists, false, insert, literal, or_, select, true, tuple_
+from sqlalchemy import and_, delete, exists, false, insert, or_, select, true, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql import ColumnElement
@@ -96,11 +96,12 @@ class AccessControl:
 
     # -- the write side --------------------------------------------------------------------
     def record(self, conn, caller: Caller, body: dict, reference_rows: list[dict],
-               deleted: bool = False) -> list[str]:
+               deleted: bool = False, new: bool = False) -> list[str]:
         """Keep the access rows of a resource just written; returns the children it is about.
 
         A deletion keeps compartment and authorship (the tombstone stays visible to those who
-        saw the resource, as 410 Gone) and withdraws the grants the resource gave.
+        saw the resource, as 410 Gone) and withdraws the grants the resource gave. `new`: the
+        resource was just created, so it has no rows to replace.
         """
         rtype, rid = body["resourceType"], body["id"]
         patients: list[str] = []
@@ -111,14 +112,16 @@ class AccessControl:
                 targets = {(r["target_type"], r["target_id"]) for r in reference_rows
                            if r["param"] == via and r.get("target_type") and r.get("target_id")}
                 patients = sorted(set(patients) | _patients_of_keys(conn, targets))
-            conn.execute(delete(CP).where(CP.c.res_type == rtype, CP.c.res_id == rid))
+            if not new:
+                conn.execute(delete(CP).where(CP.c.res_type == rtype, CP.c.res_id == rid))
             if patients:
                 conn.execute(insert(CP), [{"res_type": rtype, "res_id": rid, "patient_id": p} for p in patients])
         if caller.organisation and rtype not in self.policy.server_written_types:
             self._author(conn, rtype, rid, caller.organisation)
         rule = self.policy.grants.get(rtype)
         if rule is not None:
-            conn.execute(delete(G).where(G.c.source_type == rtype, G.c.source_id == rid))
+            if not new:
+                conn.execute(delete(G).where(G.c.source_type == rtype, G.c.source_id == rid))
             if not deleted and rule.active(body):
                 rows = self._grants(conn, rule, body, reference_rows, rid)
                 if rows:
@@ -135,10 +138,8 @@ class AccessControl:
 
     @staticmethod
     def _author(conn, rtype: str, rid: str, organisation: str) -> None:
-        exists = conn.execute(select(literal(1)).where(
-            AU.c.res_type == rtype, AU.c.res_id == rid, AU.c.organisation == organisation)).first()
-        if exists is None:
-            conn.execute(insert(AU).values(res_type=rtype, res_id=rid, organisation=organisation))
+        upsert = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(AU)
+        conn.execute(upsert.values(res_type=rtype, res_id=rid, organisation=organisation).on_conflict_do_nothing())
 
     def _grants(self, conn, rule, body: dict, reference_rows: list[dict], rid: str) -> list[dict]:
         patients = sorted({r["target_id"] for r in reference_rows

@@ -26,7 +26,6 @@ from ..fhir.search_query import Include, SearchQuery
 from ..security.caller import Caller
 from . import search_sql
 from .access_sql import AccessControl
-from .facts_sql import record_facts
 from .indexing import index_rows
 from .tables import INDEX_TABLES, compartment_table, resource_table, version_table
 
@@ -334,10 +333,10 @@ class Transaction:
         self.written.append((rtype, rid, version, "DELETE"))
         return Stored(rtype, rid, version, now, None, deleted=True, method="DELETE")
 
-    def _record_access(self, body: dict, reference_rows: list[dict], deleted: bool = False) -> None:
+    def _record_access(self, body: dict, reference_rows: list[dict], deleted: bool = False,
+                       new: bool = False) -> None:
         rtype = body["resourceType"]
-        patients = self.repo.access.record(self.conn, self.caller, body, reference_rows, deleted)
-        record_facts(self.conn, body, reference_rows, deleted)  # commissioning facts (kpi_assessment)
+        patients = self.repo.access.record(self.conn, self.caller, body, reference_rows, deleted, new)
         if rtype != "Patient" and not self.caller.unrestricted and rtype not in self.repo.access.policy.server_written_types:
             self._check_written_about(patients)  # (the audit trail records what happened, whoever it names)
         if rtype in CONSENT_INPUTS:
@@ -389,7 +388,7 @@ class Transaction:
         indexed = index_rows(self.repo.registry, body, self.base_url)
         for table, rows in indexed.items():
             self.conn.execute(insert(table), rows)
-        self._record_access(body, indexed.get(REF, []))
+        self._record_access(body, indexed.get(REF, []), new=current is None)
         resource.clear()
         resource.update(body)
         created = current is None or current.deleted
