@@ -31,7 +31,10 @@ def make_engine(url: str) -> Engine:
     # As many pooled connections as requests a process runs at once (the server's thread pool
     # is 40): overflow connections are closed after each use, and reopening them costs more
     # than the query.
-    return create_engine(url, pool_size=32, max_overflow=8, pool_pre_ping=True)
+    # Custom plans always: psycopg prepares repeated statements, and a generic plan chosen while
+    # the access tables were small (or before ANALYZE) scanned them on every read later.
+    return create_engine(url, pool_size=32, max_overflow=8, pool_pre_ping=True,
+                         connect_args={"options": "-c plan_cache_mode=force_custom_plan"})
 
 
 def _configure_sqlite(engine: Engine) -> None:
