@@ -72,10 +72,12 @@ def main() -> None:
                                                                            args.seconds)),
             ("SSDA903 CSV, 5 children (mapping only)", *rate(lambda: map_903(tables), args.seconds))]
 
+    from tests.support.auth import ADMIN_HEADERS
     from tests.support.server import running_server
 
     with tempfile.TemporaryDirectory() as tmp, running_server(f"sqlite:///{tmp}/bench.sqlite3") as base:
         session = requests.Session()
+        session.headers.update(ADMIN_HEADERS)  # the test administrator (running_server's dev tokens)
         xml = {"Content-Type": "application/xml"}
 
         def post_notification() -> None:

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import threading
 import time
 
 from adapter.exchange import outbox
-from adapter.exchange.partners import DeliveryRules, Partner, Registry
+from adapter.exchange.partners import DeliveryRules, OutboundAuth, Partner, Registry
 from adapter.exchange.worker import DeliveryWorker
 from adapter.store.database import make_engine, prepare
+from tests.support.auth import ADMIN_TOKEN
 from tests.support.server import running_server
+
+# The receiving server wants a bearer token (running_server accepts the test tokens): the sender
+# authenticates as the test administrator through a static outbound token read from this variable.
+TOKEN_ENV = "LAC_BENCH_OUTBOX_TOKEN"
 
 
 def main() -> None:
@@ -29,7 +35,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, running_server(f"sqlite:///{tmp}/receiver.sqlite3") as base:
         engine = make_engine(f"sqlite:///{tmp}/sender.sqlite3")
         prepare(engine)
-        registry = Registry(self_ods="HOME", partners={"OOA": Partner("OOA", "receiver", base_url=base)},
+        os.environ[TOKEN_ENV] = ADMIN_TOKEN
+        receiver = Partner("OOA", "receiver", base_url=base,
+                           outbound_auth=OutboundAuth(type="bearer", token_env=TOKEN_ENV))
+        registry = Registry(self_ods="HOME", partners={"OOA": receiver},
                             delivery=DeliveryRules(lease_seconds=60))
         body = json.dumps({"resourceType": "Patient", "name": [{"family": "Outboxbench"}]}).encode()
         start = time.perf_counter()

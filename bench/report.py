@@ -111,7 +111,9 @@ def render(results: dict, notes: str) -> str:
         backend, _, workers = key.partition("-workers")
         return (int(workers or 1), ORDER.index(backend) if backend in ORDER else 99, key)
 
-    backends = sorted(results, key=order)
+    # bench/authz.py's results ("authz-<backend>") have a section of their own
+    authz = {k: v for k, v in results.items() if k.startswith("authz-")}
+    backends = sorted((k for k in results if k not in authz), key=order)
     out: list[str] = [
         "# Performance",
         "",
@@ -133,10 +135,11 @@ def render(results: dict, notes: str) -> str:
     out += ["## Notes", "", NOTES_START, notes, NOTES_END, ""]
     out += _method(results, backends)
     out += _write_time(results, backends)
+    out += _authz_section(authz)
     for b in backends:
         out += _details(b, results[b])
     out += ["", "<!-- Raw results, read back by bench/report.py: do not edit. -->"]
-    for b in backends:
+    for b in [*backends, *sorted(authz, key=lambda k: order(k.removeprefix("authz-")))]:
         blob = json.dumps(results[b], sort_keys=True, separators=(",", ":")).replace("--", "-\\u002d")
         out.append(f"<!-- bench-result {b} {blob} -->")
     return "\n".join(out) + "\n"
@@ -440,6 +443,100 @@ def _details(backend: str, r: dict) -> list[str]:
                 "(p95 as served in brackets):", ""]
         out += _search_table(r["search_analyzed"], before)
     out.append("")
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# bench/authz.py: authorisation and audit
+
+def _authz_section(authz: dict) -> list[str]:
+    if not authz:
+        return []
+    out = ["## Authorisation and audit", "",
+           "Measured with `bench/authz.py` (what it does: its docstring and `bench/README.md`). Every request",
+           "carries a bearer token; the **administrator** (`dev-admin-token`) sees every record, so no access",
+           "condition is added to its queries; the **LA** (`dev-la-token`, LA-DEMO-1) gets the access condition",
+           "(`store/access_sql.py`) on every read and search. Both ask about the LA's own children (each with",
+           "an EpisodeOfCare managed by the LA and an information-sharing Consent, so the Observation is",
+           "visible to the LA), in a store that also holds as many children of another LA; both get the same",
+           "answers. Over HTTP: wrk against `lac-adapter serve --dev` (one process); in process: `router.handle`",
+           "without HTTP, with the real audit trail and with a no-op trail in its place.", ""]
+    for key in sorted(authz, key=lambda k: ORDER.index(k[6:]) if k[6:] in ORDER else 99):
+        out += authz_tables(authz[key], heading="###") + [""]
+    return out
+
+
+def _pp(res: dict) -> str:
+    return f"{_f(res['p50_ms'], 2)} / {_f(res['p95_ms'], 2)}"
+
+
+def _delta(a: float, b: float) -> str:
+    d = b - a
+    pct = f" ({100 * d / a:+.0f}%)" if a else ""
+    return f"{d:+.2f}{pct}"
+
+
+def authz_tables(r: dict, heading: str = "##") -> list[str]:
+    """Markdown for one backend's bench/authz.py result (also printed by the script)."""
+    m = r.get("machine", {})
+    s = r.get("settings", {})
+    name = NAMES.get(r.get("backend"), r.get("backend"))
+    out = [f"{heading} {name}", "",
+           f"{m.get('date', '?')}; {m.get('nproc', '?')} cores ({m.get('cpu', '?')}), {m.get('memory_gib', '?')} GiB; "
+           f"{m.get('database', '?')}; Python {m.get('python', '?')}; {m.get('wrk', '?')}; commit {m.get('commit', '?')}"
+           + (f" + {m['uncommitted_server_files']} uncommitted server files" if m.get("uncommitted_server_files") else "")
+           + ".", ""]
+    if r.get("http"):
+        out += [f"Over HTTP: {s.get('children')} children of the LA + {s.get('other_children')} of another LA "
+                f"({5 * (s.get('children', 0) + s.get('other_children', 0)):,} resources); wrk "
+                f"{_f(s.get('duration_s'), 0)} s per run. Latency p50 / p95 in ms; Δ = LA − administrator. *Then storing "
+                "audit*: how long the server kept working after the run ended (its background batches storing the "
+                "run's queued read AuditEvents; the next run waits for it).", ""]
+        rows = []
+        for row in r["http"]:
+            a, b = row["admin"], row["la"]
+            other = max(a["cpu"].get("other_cpu_pct", 0), b["cpu"].get("other_cpu_pct", 0))
+            errs = a["non_2xx"] + b["non_2xx"] + sum(a["errors"].values()) + sum(b["errors"].values())
+            rows.append([row["label"], row["connections"],
+                         _f(a["req_per_s"], 0), _f(b["req_per_s"], 0),
+                         f"{100 * (b['req_per_s'] - a['req_per_s']) / a['req_per_s']:+.0f}%" if a["req_per_s"] else "–",
+                         _pp(a), _pp(b), _delta(a["p50_ms"], b["p50_ms"]), _delta(a["p95_ms"], b["p95_ms"]),
+                         f"{_f(a['cpu']['server_cpu_pct'], 0)} / {_f(b['cpu']['server_cpu_pct'], 0)}",
+                         f"{a.get('drain', {}).get('s', 0):.1f} / {b.get('drain', {}).get('s', 0):.1f}",
+                         f"{other:.0f}%" + (f"; {errs} errors/non-2xx" if errs else "")])
+        others = [x["cpu"].get("other_cpu_pct", 0) for row in r["http"] for x in (row["admin"], row["la"])]
+        if others and max(others) > 25:
+            out += [f"**Disturbed**: other work on the machine (e.g. a test suite) took {min(others):.0f}–"
+                    f"{max(others):.0f}% of a core during these runs (column *other*), so absolute numbers are "
+                    "lower than on a quiet machine; each administrator/LA pair ran back to back.", ""]
+        out += _table(["interaction", "clients", "req/s admin", "req/s LA", "Δ req/s", "admin p50 / p95",
+                       "LA p50 / p95", "Δ p50 ms", "Δ p95 ms", "server CPU % admin / LA",
+                       "then storing audit, s admin / LA", "other"], rows)
+        out.append("")
+    ip = r.get("inprocess")
+    if ip and ip.get("rows"):
+        out += [f"In process (no HTTP; {ip.get('children')} + {ip.get('other_children')} children; "
+                f"{ip.get('runs')} timed calls per cell, creates half that; the four cells take turns call by call). "
+                "p50 ms per call; *authorisation* = LA − administrator without audit; *audit* = with the real "
+                "trail − with the no-op trail (for reads and searches: queueing the event); *batch* = the "
+                "background store of queued read events, `flush()` time / events.", ""]
+        rows = []
+        for row in ip["rows"]:
+            an, ln, aa, la = (row[k]["p50_ms"] for k in ("admin_noaudit", "la_noaudit", "admin_audited", "la_audited"))
+            batch = row.get("flush_ms_per_event")
+            rows.append([row["label"], _f(an, 3), _f(ln, 3), _f(aa, 3), _f(la, 3),
+                         _delta(an, ln), f"{aa - an:+.3f} / {la - ln:+.3f}",
+                         "–" if batch is None else _f(batch, 3),
+                         f"{row['la_audited']['p95_ms']:.2f}"])
+        out += _table(["interaction", "admin, no audit", "LA, no audit", "admin, audited", "LA, audited",
+                       "authorisation (LA − admin)", "audit (admin / LA)", "batch ms per read event",
+                       "LA audited p95"], rows)
+        plans = [p for p in ip.get("plans", {}).get("read_observation_la") or [] if "access_" in p.get("sql", "")]
+        if plans and plans[-1].get("plan"):
+            what = "EXPLAIN QUERY PLAN" if r.get("backend") == "sqlite" else "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF)"
+            out += ["", f"The LA's read of an Observation runs this access check after the read ({what}, "
+                        "as captured in process; the other plans are in the raw results):", "", "```",
+                    *plans[-1]["plan"].splitlines(), "```"]
     return out
 
 

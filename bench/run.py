@@ -58,6 +58,13 @@ WRK_DIR = HERE / "wrk"
 JSON_CT = "application/fhir+json"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEFAULT_PG_ADMIN = os.environ.get("ADAPTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+# The server runs with `serve --dev` and every FHIR request authenticates with this static token of
+# config/adapter.toml [auth.dev_tokens]: an administrator, who sees every record (no access SQL).
+ADMIN_TOKEN = "dev-admin-token"
+
+
+def auth_header(token: str = ADMIN_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def log(msg: str) -> None:
@@ -422,8 +429,9 @@ def lac_adapter_command() -> str:
 class Server:
     """`lac-adapter serve` as a subprocess on a free loopback port."""
 
-    def __init__(self, database_url: str, log_path: Path, workers: int = 1):
+    def __init__(self, database_url: str, log_path: Path, workers: int = 1, env: dict | None = None):
         self.database_url = database_url
+        self.env = env or {}
         self.workers = workers
         self.log_path = log_path
         self.port = free_port()
@@ -443,14 +451,15 @@ class Server:
         return f"http://127.0.0.1:{self.port}/fhir"
 
     def start(self, timeout: float = 120) -> None:
-        cmd = [lac_adapter_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
+        # --dev: accept the static bearer tokens of config/adapter.toml (ADMIN_TOKEN and the partners')
+        cmd = [lac_adapter_command(), "serve", "--dev", "--host", "127.0.0.1", "--port", str(self.port),
                "--database", self.database_url]
         if self.workers > 1:
             cmd += ["--workers", str(self.workers)]
         self._log = open(self.log_path, "ab")
         # All the load comes from one address: switch the per-client rate limit off (the
         # documented setting for load tests), or most requests would be answered 429.
-        env = dict(os.environ, ADAPTER_RATE_LIMIT_PER_SECOND="0")
+        env = dict(os.environ, ADAPTER_RATE_LIMIT_PER_SECOND="0", **self.env)
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
                                      stdin=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + timeout
@@ -494,16 +503,17 @@ class Server:
 # HTTP helpers
 
 class Client:
-    """One keep-alive HTTP/1.1 connection to the server."""
+    """One keep-alive HTTP/1.1 connection to the server, authenticating with `token`."""
 
-    def __init__(self, port: int, timeout: float = 600):
+    def __init__(self, port: int, timeout: float = 600, token: str = ADMIN_TOKEN):
         self.port = port
         self.timeout = timeout
+        self.token = token
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict | None = None) -> tuple[int, bytes]:
-        hdrs = {"Accept": JSON_CT}
+        hdrs = {"Accept": JSON_CT, **auth_header(self.token)}
         if body is not None:
             hdrs["Content-Type"] = JSON_CT
         hdrs.update(headers or {})
@@ -660,9 +670,10 @@ def stored_counts(server: Server, types: list[str]) -> dict[str, int]:
 # 2 and 3. wrk: create and read
 
 def run_wrk(server: Server, script: str, path: str, connections: int, duration: float,
-            script_args: list[str], pg_db: str | None) -> dict:
+            script_args: list[str], pg_db: str | None, token: str = ADMIN_TOKEN) -> dict:
     threads = min(connections, 2)
     cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--timeout", "30s",
+           "-H", f"Authorization: Bearer {token}",
            "-s", str(WRK_DIR / script), f"http://127.0.0.1:{server.port}{path}"]
     if script_args:
         cmd += ["--", *script_args]
@@ -949,7 +960,8 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict:
                     "settings": {"resources": args.resources, "duration_s": args.duration,
                                  "bundle_size": args.bundle_size, "ingest_clients": args.ingest_clients,
                                  "search_runs": args.search_runs, "connections": args.connections,
-                                 "server_env": {"ADAPTER_RATE_LIMIT_PER_SECOND": "0"}}}
+                                 "server_env": {"ADAPTER_RATE_LIMIT_PER_SECOND": "0"},
+                                 "auth": f"serve --dev, bearer {ADMIN_TOKEN} (administrator: no access condition)"}}
     if backend == "sqlite":
         result["machine"]["database"] = f"SQLite {sqlite_version()} (WAL, synchronous=NORMAL), file on local disk"
     pg = backend == "postgresql"

@@ -1,5 +1,8 @@
 -- wrk: POST a new synthetic Patient on every request.
---   wrk -t2 -c8 -d10s -s bench/wrk/create.lua http://127.0.0.1:PORT/fhir/Patient -- NINE_DIGIT_START
+--   wrk -t2 -c8 -d10s -H 'Authorization: Bearer dev-admin-token' -s bench/wrk/create.lua \
+--       http://127.0.0.1:PORT/fhir/Patient -- NINE_DIGIT_START
+-- The server needs a bearer token on every request: give it with -H as above (bench/run.py does),
+-- or set BENCH_TOKEN in the environment.
 -- Each request gets its own NHS number from the 999 test range (valid modulus-11 check digit),
 -- starting at the nine-digit prefix given after "--" (threads take disjoint blocks of 100000).
 -- Names are invented from syllables.
@@ -56,6 +59,9 @@ function init(args)
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/fhir+json"
   wrk.headers["Accept"] = "application/fhir+json"
+  if os.getenv("BENCH_TOKEN") and not wrk.headers["Authorization"] then
+    wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN")
+  end
 end
 
 function request()

@@ -1,5 +1,8 @@
 -- wrk: GET Patient/{id} with ids picked at random from a file of existing ids (one a line).
---   wrk -t2 -c8 -d10s -s bench/wrk/read.lua http://127.0.0.1:PORT/fhir/Patient -- IDS_FILE
+--   wrk -t2 -c8 -d10s -H 'Authorization: Bearer dev-admin-token' -s bench/wrk/read.lua \
+--       http://127.0.0.1:PORT/fhir/Patient -- IDS_FILE
+-- The server needs a bearer token on every request: give it with -H as above (bench/run.py does),
+-- or set BENCH_TOKEN in the environment.
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local report = dofile(here .. "report.lua")
@@ -20,6 +23,9 @@ function init(args)
   if #ids == 0 then error("no ids in " .. path) end
   math.randomseed(os.time() * 16 + (tid or 0))
   wrk.headers["Accept"] = "application/fhir+json"
+  if os.getenv("BENCH_TOKEN") and not wrk.headers["Authorization"] then
+    wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN")
+  end
 end
 
 function request()
