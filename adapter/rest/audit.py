@@ -17,12 +17,13 @@ from datetime import datetime, timezone
 
 from ..security import audit
 from ..security.caller import SYSTEM
-from ..store.access_sql import patients_of_keys
+from ..store.access_sql import patients_by_key, patients_of_keys
 from ..store.repository import Repository, Transaction, format_instant
 
 log = logging.getLogger("lac_adapter.audit")
 FLUSH_SECONDS = 0.2
 BATCH = 500
+MAX_QUEUED = 5000
 
 
 def now_instant() -> str:
@@ -53,6 +54,8 @@ class AuditTrail:
     def record_later(self, event: audit.Interaction) -> None:
         event.recorded = event.recorded or now_instant()
         self._queue.put(event)
+        if self._queue.qsize() > MAX_QUEUED:
+            self.flush()  # back-pressure: a request waits rather than the queue growing without end
         self._ensure_thread()
 
     def flush(self) -> int:
@@ -73,10 +76,12 @@ class AuditTrail:
     def _store(self, events: list[audit.Interaction]) -> None:
         try:
             with self.repo.transaction(SYSTEM, write=True) as tx:
+                about = patients_by_key(tx.conn, {(t, i) for e in events for t, i, _ in e.resources})
                 for event in events:
-                    keys = {(t, i) for t, i, _ in event.resources}
-                    event.patients = sorted(set(event.patients) | patients_of_keys(tx.conn, keys)
-                                            | {i for t, i in keys if t == "Patient"})
+                    found = set(event.patients)
+                    for t, i, _ in event.resources:
+                        found |= about[(t, i)]
+                    event.patients = sorted(found)
                     tx.create(audit.audit_event(event, event.recorded or now_instant()))
         except Exception:  # the trail must not take the server down; say so loudly
             log.exception("could not store %d audit events", len(events))

@@ -242,6 +242,18 @@ def _patients_of_keys(conn, keys: set[tuple[str, str]]) -> set[str]:
     return found
 
 
+def patients_by_key(conn, keys) -> dict[tuple[str, str], set[str]]:
+    """For each (type, id), the children it is about: one query per 500 keys, for a batch."""
+    out: dict[tuple[str, str], set[str]] = {k: ({k[1]} if k[0] == "Patient" else set()) for k in keys}
+    others = sorted(k for k in out if k[0] != "Patient")
+    for start in range(0, len(others), 500):
+        chunk = others[start:start + 500]
+        for rtype, rid, pid in conn.execute(select(CP.c.res_type, CP.c.res_id, CP.c.patient_id).where(
+                tuple_(CP.c.res_type, CP.c.res_id).in_(chunk))):
+            out[(rtype, rid)].add(pid)
+    return out
+
+
 def patients_of_keys(conn, keys) -> set[str]:
     """The children a set of (type, id) resources are about, from the compartment rows."""
     return _patients_of_keys(conn, set(keys))
