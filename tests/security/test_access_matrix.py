@@ -38,8 +38,15 @@ def tagged(params: dict, pop) -> dict:
 
 
 def ids(bundle: dict, rtype: str | None = None) -> set[str]:
-    return {e["resource"]["id"] for e in bundle.get("entry", [])
-            if rtype is None or e["resource"]["resourceType"] == rtype}
+    """Ids of the entries' resources (a history's deletions have no resource: their request URL)."""
+    out = set()
+    for e in bundle.get("entry", []):
+        if "resource" in e:
+            if rtype is None or e["resource"]["resourceType"] == rtype:
+                out.add(e["resource"]["id"])
+        elif rtype is None or e["request"]["url"].startswith(f"{rtype}/"):
+            out.add(e["request"]["url"].split("/")[1])
+    return out
 
 
 @pytest.mark.parametrize("role", ROLES)
