@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from .cli_fixtures import fixtures_app
+from .cli_report import report_app
 from .config import load_settings
 
 app = typer.Typer(help="lac-fhir-adapter: FHIR R4 adapter for looked-after children's health.",
@@ -17,6 +18,7 @@ app.add_typer(db_app, name="db")
 outbox_app = typer.Typer(help="Messages to partners: inspect, retry, replay, deliver.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(fixtures_app, name="fixtures")
+app.add_typer(report_app, name="report")
 
 TokenOption = typer.Option(None, "--token", envvar="LAC_ADAPTER_TOKEN", show_default=False,
                            help="Bearer access token for the server (from its /auth/token, or a "
@@ -424,6 +426,11 @@ def db_upgrade(database: Optional[str] = DatabaseOption) -> None:
 
         count = Repository(engine, SearchRegistry(settings.resource_types), settings.base_url).rebuild_access()
         typer.echo(f"access rows built for {count} stored resources")
+    if 0 < before < 5 <= after:  # Tasks stored before the commissioning facts need their rows
+        from .store.facts_sql import rebuild_facts
+
+        with engine.connect().execution_options(write=True) as conn, conn.begin():
+            typer.echo(f"assessment facts built for {rebuild_facts(conn)} stored Tasks")
     engine.dispose()
     if before == after:
         typer.echo(f"schema already at version {after}")

@@ -84,6 +84,8 @@ def _build(types: tuple[str, ...], registry, base: str, max_page: int, cors: boo
             "operation": [{"name": "validate",
                            "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"},
                           {"name": "everything",
-                           "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}],
+                           "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+                          {"name": "evaluate-measure",
+                           "definition": "http://hl7.org/fhir/OperationDefinition/Measure-evaluate-measure"}],
         }],
     }

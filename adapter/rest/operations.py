@@ -234,4 +234,5 @@ OPERATIONS = {
     "la-notification": _document_operation("la-notification", "la-notification"),
     "import-903": _document_operation("ssda903", "import-903"),
     "process-message": lambda *a: __import__("adapter.exchange.messaging", fromlist=["x"]).process_message(*a),
+    "evaluate-measure": lambda *a: __import__("adapter.rest.measure_ops", fromlist=["x"]).evaluate_measure(*a),
 }

@@ -16,7 +16,7 @@ from sqlmodel import SQLModel
 
 from . import tables
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def make_engine(url: str) -> Engine:
@@ -93,9 +93,17 @@ def _create_v4(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=tables.V4_TABLES)
 
 
+def _create_v5(conn: Connection) -> None:
+    """Commissioning facts: per IHA/RHA Task, the dates the measures need (kpi_assessment).
+
+    Existing Tasks are given their rows by `lac-adapter db upgrade`
+    (adapter/store/facts_sql.rebuild_facts)."""
+    SQLModel.metadata.create_all(conn, tables=tables.V5_TABLES)
+
+
 # Ordered upgrade steps: (version reached, function). A new schema change appends a step.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _create_v1), (2, _create_v2), (3, _create_v3),
-                                                              (4, _create_v4)]
+                                                              (4, _create_v4), (5, _create_v5)]
 
 
 def current_version(conn: Connection) -> int:

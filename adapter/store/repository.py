@@ -26,6 +26,7 @@ from ..fhir.search_query import Include, SearchQuery
 from ..security.caller import Caller
 from . import search_sql
 from .access_sql import AccessControl
+from .facts_sql import record_facts
 from .indexing import index_rows
 from .tables import INDEX_TABLES, compartment_table, resource_table, version_table
 
@@ -337,6 +338,7 @@ class Transaction:
                        new: bool = False) -> None:
         rtype = body["resourceType"]
         patients = self.repo.access.record(self.conn, self.caller, body, reference_rows, deleted, new)
+        record_facts(self.conn, body, reference_rows, deleted)  # commissioning facts (kpi_assessment)
         if rtype != "Patient" and not self.caller.unrestricted and rtype not in self.repo.access.policy.server_written_types:
             self._check_written_about(patients)  # (the audit trail records what happened, whoever it names)
         if rtype in CONSENT_INPUTS:

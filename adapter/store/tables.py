@@ -10,12 +10,13 @@ the same transaction as the resource itself.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
     Column,
+    Date,
     DateTime,
     Index,
     Integer,
@@ -299,3 +300,44 @@ export_job_table = ExportJobRow.__table__
 export_file_table = ExportFileRow.__table__
 V4_TABLES = [export_job_table, export_file_table]
 
+
+class AssessmentFactRow(SQLModel, table=True):
+    """Per IHA/RHA Task, the dates the commissioning measures need (adapter/kpi/rules.py),
+    kept by adapter/store/facts_sql.py in the transaction of every write that changes them."""
+
+    __tablename__ = "kpi_assessment"
+    __table_args__ = (Index("ix_kpi_assessment_due", "assessment", "due"),
+                      Index("ix_kpi_assessment_patient", "patient_id"),
+                      Index("ix_kpi_assessment_requested", "placement", "requested"))
+
+    task_id: str = Field(sa_column=Column(String(ID_LEN), primary_key=True))
+    patient_id: str | None = Field(default=None, sa_column=Column(String(ID_LEN), nullable=True))
+    assessment: str = Field(sa_column=Column(String(16), nullable=False))       # iha | rha
+    status: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))  # Task.status
+    counted: bool = True                                                      # not cancelled/rejected/...
+    la: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    provider: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    placement: str = Field(sa_column=Column(String(16), nullable=False))        # in-area|out-of-area|placed-in|unknown
+    age_band: str | None = Field(default=None, sa_column=Column(String(16), nullable=True))
+    birth_date: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    entered_care: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    due: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    notified: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    consent: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    requested: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    accepted: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    appointment: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    did_not_attend: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    dna_count: int = 0
+    assessed: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    reported: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    quality_assured: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    completed: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    done: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    turnaround_wd: int | None = None
+    age_at_due: int | None = None
+    own_consent: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+
+
+assessment_fact_table = AssessmentFactRow.__table__
+V5_TABLES = [assessment_fact_table]

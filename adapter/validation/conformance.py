@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 from ..config import PROJECT_ROOT
 
 PROFILES_DIR = PROJECT_ROOT / "profiles"
-PUBLISHED_FOLDERS = ("terminology", "questionnaires", "structuredefinitions")
+PUBLISHED_FOLDERS = ("terminology", "questionnaires", "structuredefinitions", "measures")
 CANONICAL_TYPES = ("CodeSystem", "ValueSet", "Questionnaire", "StructureDefinition")
 
 # (resource type, canonical url with optional |version) -> the resource, or None
