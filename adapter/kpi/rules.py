@@ -106,18 +106,6 @@ def assessment_type(task: dict) -> str | None:
     return found[0] if found else None
 
 
-def local_id(reference: str | None, rtype: str) -> str | None:
-    """The id of a local reference `Type/id` (or an absolute one ending so)."""
-    if not isinstance(reference, str):
-        return None
-    parts = reference.split("/")
-    if len(parts) >= 2 and parts[-2] == rtype:
-        return parts[-1]
-    if len(parts) >= 4 and parts[-4] == rtype and parts[-2] == "_history":
-        return parts[-3]
-    return None
-
-
 def organisation_code(organisation: dict | None) -> str | None:
     for ident in (organisation or {}).get("identifier") or []:
         if ident.get("system") in ODS_SYSTEMS and ident.get("value"):

@@ -11,6 +11,7 @@ import uuid
 from datetime import datetime, timezone
 
 from ..fhir.errors import FhirError
+from ..fhir.references import local_id
 from ..pathway.planning import (
     ASSESSMENT_TYPES,
     SUMMARY,
@@ -39,17 +40,6 @@ DISPLAYS = {"rha": "Review health assessment", "leaving-care-summary": "Leaving-
 PLANNED_STATUS = ("request-sent", "Request sent")
 
 
-def _local_id(reference: str | None, rtype: str) -> str | None:
-    if not isinstance(reference, str):
-        return None
-    parts = reference.split("/")
-    if len(parts) >= 2 and parts[-2] == rtype:
-        return parts[-1]
-    if len(parts) >= 4 and parts[-4] == rtype and parts[-2] == "_history":
-        return parts[-3]
-    return None
-
-
 def _search(router, tx: Transaction, rtype: str, pairs: list[tuple[str, str]]) -> list[dict]:
     return [s.resource() for s in tx.search(router.parser.parse(rtype, pairs)).matches]
 
@@ -74,7 +64,7 @@ def plan_next_assessment(router, tx: Transaction, stored: Stored, resource: dict
         return
     if assessment_code(resource) not in TRIGGERS:
         return
-    patient_id = _local_id((resource.get("for") or {}).get("reference"), "Patient")
+    patient_id = local_id((resource.get("for") or {}).get("reference"), "Patient")
     if patient_id is None:
         return
     try:
@@ -195,7 +185,7 @@ def _owner_ods(tx: Transaction, task: dict) -> str | None:
     ident = owner.get("identifier") or {}
     if ident.get("system") == ODS:
         return ident.get("value")
-    org_id = _local_id(owner.get("reference"), "Organization")
+    org_id = local_id(owner.get("reference"), "Organization")
     if not org_id:
         return None
     try:

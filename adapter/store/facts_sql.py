@@ -22,6 +22,7 @@ from sqlalchemy import and_, case, delete, false, func, insert, literal, or_, se
 from sqlalchemy.sql import ColumnElement
 
 from ..fhir import jsonio
+from ..fhir.references import local_id
 from ..kpi import rules as kpi
 from ..security.access import ods_of
 from .access_sql import _compartment_resources, _resource, organisation_ods
@@ -92,7 +93,7 @@ def refresh_task(conn, task_id: str) -> None:
     if not versions or kpi.assessment_type(versions[-1]) is None:
         return
     task = versions[-1]
-    patient_id = kpi.local_id((task.get("for") or {}).get("reference"), "Patient")
+    patient_id = local_id((task.get("for") or {}).get("reference"), "Patient")
     patient = _resource(conn, "Patient", patient_id) if patient_id else None
     episodes = _compartment_resources(conn, "EpisodeOfCare", patient_id) if patient_id else []
     consents = _compartment_resources(conn, "Consent", patient_id) if patient_id else []
