@@ -20,7 +20,7 @@ from ..exchange import ooa, subscriptions
 from ..exchange.partners import default_registry
 from ..fhir.errors import FhirError
 from ..fhir.search_params import SearchRegistry
-from ..rest.interceptors import consent_grantor, extract_on_submit, task_lifecycle
+from ..rest.interceptors import consent_grantor, extract_on_submit, quality_audit_on_submit, task_lifecycle
 from ..rest.messages import FhirRequest, FhirResponse
 from ..rest.pathway_hooks import plan_next_assessment, reroute_on_placement_change
 from ..rest.publish import publish_conformance
@@ -51,6 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
     router.before_write.append(task_lifecycle)
     router.before_write.append(consent_grantor)     # a Consent from someone who cannot give it is refused
     router.on_write.append(extract_on_submit)       # a completed assessment yields its findings
+    router.on_write.append(quality_audit_on_submit)  # ... is audited against the checklist
     router.on_write.append(plan_next_assessment)    # ... and the next review is planned
     router.on_write.append(reroute_on_placement_change)  # a move re-routes open review requests
     router.on_write.append(ooa.on_write)            # out-of-area requests and results to partners

@@ -99,3 +99,46 @@ def extract_on_submit(router, tx: Transaction, stored: Stored, resource: dict, b
                                  "agent": [{"who": {"display": "lac-fhir-adapter $extract"}}],
                                  "entity": [{"role": "source", "what": {"reference": response_ref}}]}})
     run_transaction(router, tx, {"resourceType": "Bundle", "type": "transaction", "entry": entries}, base)
+
+
+def quality_audit_on_submit(router, tx: Transaction, stored: Stored, resource: dict, base: str) -> None:
+    """A completed health assessment is audited against the checklist (config/quality-audit.toml)
+    in the submitting transaction: the result is stored as an Observation (one per response,
+    updated when it is amended) and, when a check fails, a Task for the assessing service lists
+    what to fix (one per response; completed by the next audit that passes)."""
+    from ..kpi import quality
+
+    if stored.res_type != "QuestionnaireResponse" or not quality.applies(resource):
+        return
+    result = quality.audit(resource)
+    response_ref = f"QuestionnaireResponse/{stored.res_id}"
+    when = _now()
+    ident = f"identifier={quality.AUDIT_ID}|"
+    entries = [{"fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                "resource": quality.audit_observation(response_ref, resource, result, when),
+                "request": {"method": "PUT", "url": f"Observation?{ident}{response_ref}"}}]
+    found = tx.find(router.criteria("Task", f"{ident}fix/{response_ref}"), limit=1)
+    fix = found[0].resource() if found else None
+    status = (fix or {}).get("status")
+    if result.failures and status not in ("completed", "cancelled", "failed"):
+        task = quality.fix_task(response_ref, resource, result, when)
+        task["status"] = status or "requested"  # an open fix keeps its progress; its list is brought up to date
+        entries.append({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": task,
+                        "request": {"method": "PUT", "url": f"Task?{ident}fix/{response_ref}"}})
+    elif not result.failures and status in ("requested", "received", "accepted", "in-progress"):
+        fix.pop("meta", None)
+        for step in _steps_to_completed(fix, status):
+            entries.append({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": step,
+                            "request": {"method": "PUT", "url": f"Task/{found[0].res_id}"}})
+    _write_audit(router, tx, entries, base)
+
+
+def _write_audit(router, tx: Transaction, entries: list[dict], base: str) -> None:
+    run_transaction(router, tx, {"resourceType": "Bundle", "type": "transaction", "entry": entries}, base)
+
+
+def _steps_to_completed(task: dict, status: str | None) -> list[dict]:
+    """FHIR's Task state machine reaches completed through in-progress."""
+    path = {"requested": ["accepted", "in-progress", "completed"], "received": ["accepted", "in-progress", "completed"],
+            "accepted": ["in-progress", "completed"], "in-progress": ["completed"]}.get(status or "", ["completed"])
+    return [dict(task, status=s) for s in path]

@@ -55,6 +55,9 @@ LOCAL = {
                         "health-assessment-up-to-date", "substance-misuse-intervention-received",
                         "substance-misuse-intervention-offered"],
     "lac-yes-no-unknown": ["yes", "no", "unknown", "declined"],
+    "lac-quality-audit": ["assessment-quality-audit", "fix-assessment", "consent-recorded", "child-voice-recorded",
+                          "sdq-considered", "growth-measured", "immunisations-stated",
+                          "plan-actions-owned-and-dated"],
     "lac-health-plan-outcome": ["achieved", "partly-achieved", "not-achieved", "in-progress", "no-longer-needed"],
 }
 SNOMED_CODES = {"764841000000100", "342191000000101", "1064311000000109"}
