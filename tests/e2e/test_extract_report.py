@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import uuid
 from pathlib import Path
 
 import lxml.html
 
+from tests.support.data import worked_example
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def worked_example(form: str) -> dict:
-    response = json.loads((ROOT / "fixtures" / "forms" / f"{form}-completed.json").read_text())
-    response.pop("id", None)
-    response["identifier"] = {"system": "https://lac-fhir-adapter.example/fhir/Id/test-response",
-                              "value": uuid.uuid4().hex}
-    return response
 
 
 def test_completed_submission_writes_observations_plans_and_provenance(fhir):

@@ -4,24 +4,18 @@ submit, stored as a scored Observation, with a Task to fix what fails (both back
 from __future__ import annotations
 
 import copy
-import json
-import uuid
 from pathlib import Path
 
 import pytest
 
 from adapter.kpi.quality import AUDIT_ID, audit
+from tests.support.data import worked_example
 
 ROOT = Path(__file__).resolve().parents[2]
 FORMS = ("iha-c", "iha-yp", "rha-c", "rha-yp")
 
 
-def completed(form: str) -> dict:
-    response = json.loads((ROOT / "fixtures" / "forms" / f"{form}-completed.json").read_text())
-    response.pop("id", None)
-    response["identifier"] = {"system": "https://lac-fhir-adapter.example/fhir/Id/test-response",
-                              "value": uuid.uuid4().hex}
-    return response
+completed = worked_example
 
 
 def without(response: dict, *link_ids: str) -> dict:

@@ -51,3 +51,18 @@ def task(tag: str, patient_ref: str, status: str = "requested") -> dict:
         "for": {"reference": patient_ref},
         "authoredOn": "2024-01-10",
     }
+
+
+def worked_example(form: str) -> dict:
+    """A completed form's worked example (fixtures/forms/<form>-completed.json), without its id
+    and with a fresh identifier, ready to be POSTed again."""
+    import json
+    import uuid
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "fixtures" / "forms" / f"{form}-completed.json"
+    response = json.loads(path.read_text())
+    response.pop("id", None)
+    response["identifier"] = {"system": "https://lac-fhir-adapter.example/fhir/Id/test-response",
+                              "value": uuid.uuid4().hex}
+    return response
