@@ -306,7 +306,7 @@ def _method(results: dict, backends: list[str]) -> list[str]:
         f"{s['resources']:,} resources (this is also the search population). Resources/s is resources "
         "over wall time; latency is per Bundle.",
         f"- **Create / read**: wrk ({{wrk}}) with `bench/wrk/create.lua` (POST a new Patient) and "
-        f"`bench/wrk/read.lua` (GET `Patient/{{id}}` of random ingested ids), {s['duration_s']:g} s per "
+        f"`bench/wrk/paths.lua` (GET `Patient/{{id}}` of random ingested ids), {s['duration_s']:g} s per "
         f"level at {', '.join(map(str, s['connections']))} connections (`-t` = min(connections, 2)), "
         "after a short warm-up. Percentiles from wrk's latency histogram.".replace("{wrk}", r["machine"].get("wrk", "wrk")),
         f"- **Search**: one client, sequential, {s['search_runs']} timed runs of each search (after 3 "

@@ -697,19 +697,23 @@ def run_wrk(server: Server, script: str, path: str, connections: int, duration: 
     }
 
 
+WRK_SCRIPTS = {"create": "create.lua", "read": "paths.lua"}  # read: GET Patient/<id> of ids drawn at random
+
+
 def wrk_series(server: Server, kind: str, levels: list[int], duration: float, warmup: float,
                ids_file: Path | None, pg_db: str | None) -> list[dict]:
     out = []
+    script = WRK_SCRIPTS[kind]
     # disjoint 999-range NHS number blocks for each create run (threads take 100000 each)
     create_starts = iter(range(999_300_000, 999_900_000, 200_000))
     if warmup > 0:
         args = [str(ids_file)] if kind == "read" else ["999100000"]
-        run_wrk(server, f"{kind}.lua", "/fhir/Patient", 8, warmup, args, pg_db)
+        run_wrk(server, script, "/fhir/Patient", 8, warmup, args, pg_db)
     for conns in levels:
         start = next(create_starts)
         # each attempt of a create run gets its own block of NHS numbers
         starts = iter(range(start, start + 200_000, 40_000))
-        res = measured(lambda: run_wrk(server, f"{kind}.lua", "/fhir/Patient", conns, duration,
+        res = measured(lambda: run_wrk(server, script, "/fhir/Patient", conns, duration,
                                        [str(ids_file)] if kind == "read" else [str(next(starts))], pg_db),
                        f"{kind} c={conns}")
         if res["non_2xx"] or any(res["errors"].values()):
