@@ -31,8 +31,6 @@ BUSINESS_STATUS = "https://lac-fhir-adapter.example/fhir/CodeSystem/lac-task-bus
 ASSESSMENT_TYPES = "https://lac-fhir-adapter.example/fhir/CodeSystem/lac-assessment-type"
 PLACEMENT_URL = "https://lac-fhir-adapter.example/fhir/StructureDefinition/lac-placement"
 LOOKED_AFTER = ("http://snomed.info/sct", "764841000000100")
-ODS_SYSTEMS = ("https://fhir.nhs.uk/Id/ods-organization-code", "https://fhir.nhs.uk/id/ods-organization-code",
-               "https://lac-fhir-adapter.example/fhir/Id/local-authority")
 CONSENT_PURPOSE = "https://lac-fhir-adapter.example/fhir/CodeSystem/lac-consent-purpose"
 GRANTOR_URL = "https://lac-fhir-adapter.example/fhir/StructureDefinition/lac-consent-grantor"
 GRANTOR = "https://lac-fhir-adapter.example/fhir/CodeSystem/lac-consent-grantor"
@@ -104,13 +102,6 @@ def codes(concept: dict | None, system: str) -> list[str]:
 def assessment_type(task: dict) -> str | None:
     found = [c for c in codes(task.get("code"), ASSESSMENT_TYPES) if c in MEASURED]
     return found[0] if found else None
-
-
-def organisation_code(organisation: dict | None) -> str | None:
-    for ident in (organisation or {}).get("identifier") or []:
-        if ident.get("system") in ODS_SYSTEMS and ident.get("value"):
-            return ident["value"]
-    return None
 
 
 def placement(episode: dict | None) -> tuple[str | None, bool | None]:
