@@ -41,7 +41,6 @@ ASSERTION_ALGORITHMS = ("RS384", "ES384")
 MAX_ASSERTION_BYTES = 16 * 1024
 MIN_RSA_BITS = 2048
 _KEY_TYPES = {"RS384": ("RSA", None), "ES384": ("EC", "P-384")}
-_INTERACTION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
 
 class OAuthError(Exception):
@@ -76,13 +75,6 @@ class AuthenticationError(FhirError):
 
 def _quoted(text: str) -> str:
     return "".join(c for c in text if c not in '"\\' and 0x20 <= ord(c) < 0x7F)
-
-
-def require_scope(caller: Caller, resource_type: str, interaction: str) -> None:
-    """403 `forbidden` unless the caller's scopes allow `interaction` (c r u d s) on the type."""
-    if not smart_scopes.allows(caller.scopes, resource_type, interaction):
-        raise FhirError(403, "forbidden", f"the access token's scopes do not allow "
-                                          f"{_INTERACTION_NAMES[interaction]} on {resource_type}")
 
 
 class ReplayCache:

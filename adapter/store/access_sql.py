@@ -119,7 +119,7 @@ class AccessControl:
             if via:
                 targets = {(r["target_type"], r["target_id"]) for r in reference_rows
                            if r["param"] == via and r.get("target_type") and r.get("target_id")}
-                patients = sorted(set(patients) | _patients_of_keys(conn, targets))
+                patients = sorted(set(patients) | patients_of_keys(conn, targets))
             if not new:
                 conn.execute(delete(CP).where(CP.c.res_type == rtype, CP.c.res_id == rid))
             if patients:
@@ -232,16 +232,6 @@ def _compartment_resources(conn, rtype: str, patient_id: str) -> list[dict]:
     return [jsonio.loads(c) for c in rows if c]
 
 
-def _patients_of_keys(conn, keys: set[tuple[str, str]]) -> set[str]:
-    found = {rid for rtype, rid in keys if rtype == "Patient"}
-    others = sorted(k for k in keys if k[0] != "Patient")
-    for start in range(0, len(others), 500):
-        chunk = others[start:start + 500]
-        found |= set(conn.execute(select(CP.c.patient_id).where(
-            tuple_(CP.c.res_type, CP.c.res_id).in_(chunk))).scalars())
-    return found
-
-
 def patients_by_key(conn, keys) -> dict[tuple[str, str], set[str]]:
     """For each (type, id), the children it is about: one query per 500 keys, for a batch."""
     out: dict[tuple[str, str], set[str]] = {k: ({k[1]} if k[0] == "Patient" else set()) for k in keys}
@@ -256,7 +246,7 @@ def patients_by_key(conn, keys) -> dict[tuple[str, str], set[str]]:
 
 def patients_of_keys(conn, keys) -> set[str]:
     """The children a set of (type, id) resources are about, from the compartment rows."""
-    return _patients_of_keys(conn, set(keys))
+    return set().union(*patients_by_key(conn, set(keys)).values())
 
 
 def authors_of(conn, rtype: str, rid: str) -> list[str]:
@@ -275,8 +265,3 @@ def _as_datetime(value) -> datetime | None:
 
 def _still_valid(until: datetime | None) -> bool:
     return until is None or until > utcnow()
-
-
-def and_all(*conds: ColumnElement | None) -> ColumnElement | None:
-    present = [c for c in conds if c is not None]
-    return and_(*present) if present else None
