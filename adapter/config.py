@@ -43,6 +43,7 @@ class Settings:
     max_header_bytes: int = 16384         # more header bytes -> 431 (0: leave it to the server)
     rate_limit_per_second: float = 200.0  # per client token bucket; 0 disables
     rate_limit_burst: int = 400
+    reads_on_event_loop: bool = True      # read/vread by id without a worker thread (see config/adapter.toml)
     # [auth]: SMART Backend Services (adapter/security/auth.py, tokens.py)
     token_lifetime_seconds: int = 300      # lifetime of the access tokens we issue
     token_secret_file: str = "var/token-secret"  # HS256 key (env ADAPTER_TOKEN_SECRET wins); relative: project
@@ -78,6 +79,7 @@ def load_settings(path: Path | None = None, database_url: str | None = None) -> 
         rate_limit_per_second=float(os.environ.get("ADAPTER_RATE_LIMIT_PER_SECOND")
                                     or http.get("rate_limit_per_second", 200)),
         rate_limit_burst=int(http.get("rate_limit_burst", 400)),
+        reads_on_event_loop=bool(http.get("reads_on_event_loop", True)),
         **_auth_settings(raw.get("auth", {}), path),
     )
 

@@ -77,12 +77,14 @@ class AuditTrail:
         try:
             with self.repo.transaction(SYSTEM, write=True) as tx:
                 about = patients_by_key(tx.conn, {(t, i) for e in events for t, i, _ in e.resources})
+                records = []
                 for event in events:
                     found = set(event.patients)
                     for t, i, _ in event.resources:
                         found |= about[(t, i)]
                     event.patients = sorted(found)
-                    tx.create(audit.audit_event(event, event.recorded or now_instant()))
+                    records.append(audit.audit_event(event, event.recorded or now_instant()))
+                tx.create_records(records)  # one INSERT per table for the batch
         except Exception:  # the trail must not take the server down; say so loudly
             log.exception("could not store %d audit events", len(events))
 

@@ -17,6 +17,12 @@ from sqlmodel import SQLModel
 from . import tables
 
 SCHEMA_VERSION = 5
+# Connections per engine (per server process). A process runs up to 40 requests at once in its
+# thread pool, plus reads on its event loop, the audit writer and the outbox worker. An overflow
+# connection is opened (PRAGMAs, or a PostgreSQL backend process) and closed again on every use,
+# which costs more than the query, so the pool keeps most of them; PostgreSQL's default of 100
+# connections still fits two server processes at their peak.
+POOL_SIZE, POOL_OVERFLOW = 32, 16
 
 
 def make_engine(url: str) -> Engine:
@@ -25,15 +31,12 @@ def make_engine(url: str) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               pool_size=8, max_overflow=8)
+                               pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
         _configure_sqlite(engine)
         return engine
-    # As many pooled connections as requests a process runs at once (the server's thread pool
-    # is 40): overflow connections are closed after each use, and reopening them costs more
-    # than the query.
     # Custom plans always: psycopg prepares repeated statements, and a generic plan chosen while
     # the access tables were small (or before ANALYZE) scanned them on every read later.
-    return create_engine(url, pool_size=32, max_overflow=8, pool_pre_ping=True,
+    return create_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_pre_ping=True,
                          connect_args={"options": "-c plan_cache_mode=force_custom_plan"})
 
 
