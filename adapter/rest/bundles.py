@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 from ..fhir import jsonio
 from ..fhir.errors import FhirError, bad_request
 from ..security.caller import Caller
-from ..store.repository import Transaction
+from ..store.repository import Transaction, new_id
 from .messages import FhirRequest, FhirResponse
 from .rawjson import RawJson
 
@@ -136,7 +136,7 @@ def _transaction(router, tx: Transaction, requests: list[FhirRequest], entries: 
             ids[full_url] = f"{req.path[0]}/{req.path[1]}"
         elif req.method == "PUT" and len(req.path) == 1 and full_url:
             match = _single(router, tx, req.path[0], req.params, i)
-            rid = match or (req.body or {}).get("id") or _new_id()
+            rid = match or (req.body or {}).get("id") or new_id()
             req.body = dict(req.body or {}, id=rid) if isinstance(req.body, dict) else req.body
             ids[full_url] = f"{req.path[0]}/{rid}"
     for req in requests:
@@ -178,7 +178,7 @@ def _assign(router, tx: Transaction, req: FhirRequest, i: int) -> str:
         if matches:
             req.existing = tx.read(req.path[0], matches[0].res_id)  # type: ignore[attr-defined]
             return matches[0].res_id
-    return _new_id()
+    return new_id()
 
 
 def _single(router, tx: Transaction, rtype: str, params: list, i: int) -> str | None:
@@ -247,9 +247,3 @@ def _response_entry(result, base: str) -> dict:
         entry["resource"] = result.resource
     entry["response"] = response
     return entry
-
-
-def _new_id() -> str:
-    import uuid
-
-    return str(uuid.uuid4())

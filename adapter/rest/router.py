@@ -20,7 +20,7 @@ from ..fhir.search_params import SearchRegistry, date_range
 from ..fhir.search_query import QueryParser, SearchQuery
 from ..security import audit, scopes
 from ..security.caller import Caller
-from ..store.repository import Repository, Stored, Transaction
+from ..store.repository import Repository, Stored, Transaction, new_id
 from ..validation.validator import Validator, errors
 from . import inbound
 from .messages import FhirRequest, FhirResponse
@@ -285,7 +285,7 @@ class FhirRouter:
                 raise bad_request(f"resource id '{resource['id']}' does not match the matching "
                                   f"resource {rtype}/{rid}", [f"{rtype}.id"])
         else:
-            rid = resource.get("id") or _new_id()
+            rid = resource.get("id") or new_id()
             if not ID_RE.fullmatch(str(rid)):
                 raise bad_request(f"'{rid}' is not a valid resource id", [f"{rtype}.id"])
         resource["id"] = rid
@@ -616,12 +616,6 @@ def _int_param(name: str, value: str) -> int:
     if not value.isdigit() or len(value) > 10 or int(value) > 2_147_483_647:
         raise bad_request(f"{name} must be a non-negative integer up to 2147483647, not '{value[:20]}'", [name])
     return int(value)
-
-
-def _new_id() -> str:
-    import uuid
-
-    return str(uuid.uuid4())
 
 
 def _raise(err: Exception):

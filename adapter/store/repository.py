@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
+import uuid6  # UUIDv7 (RFC 9562) until the standard library has it (Python 3.14)
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from sqlalchemy import Engine, and_, delete, false, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy import Engine, and_, bindparam, delete, false, func, insert, literal, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -36,8 +36,19 @@ V = version_table
 REF = INDEX_TABLES["reference"]
 CP = compartment_table
 CONSENT_INPUTS = frozenset({"Consent", "Patient", "EpisodeOfCare"})  # a child's sharing decision rests on these
+# The statements of a read by id, built once (building a statement cost more than running it).
+READ_CURRENT = select(R).where(R.c.res_type == bindparam("rtype"), R.c.res_id == bindparam("rid"))
+READ_VERSION = select(V).where(V.c.res_type == bindparam("rtype"), V.c.res_id == bindparam("rid"),
+                               V.c.version_id == bindparam("version"))
 DISTINCT_INDEX_TABLES = tuple({id(t): t for t in INDEX_TABLES.values()}.values())
 MAX_INCLUDED = 1000
+
+
+def new_id() -> str:
+    """A server-assigned resource id: a UUIDv7, which is time-ordered, so a new resource's rows go
+    at the end of the primary-key B-trees rather than onto a random page each (storing a batch
+    of audit events took half the CPU and half the time with these ids than with random ones)."""
+    return str(uuid6.uuid7())
 
 
 def format_instant(moment: datetime) -> str:
@@ -272,10 +283,10 @@ class Transaction:
 
     # -- reads -------------------------------------------------------------------
     def read(self, rtype: str, rid: str) -> Stored:
-        row = self.conn.execute(select(R).where(R.c.res_type == rtype, R.c.res_id == rid)).first()
-        if row is None or not self._visible([_stored(row)]):
+        row = self.conn.execute(READ_CURRENT, {"rtype": rtype, "rid": rid}).first()
+        stored = _stored(row) if row is not None else None
+        if stored is None or not self._visible([stored]):
             raise not_found(f"{rtype}/{rid} is not known")
-        stored = _stored(row)
         self._disclose([stored])
         if stored.deleted:
             err = FhirError(410, "deleted", f"{rtype}/{rid} was deleted")
@@ -286,11 +297,10 @@ class Transaction:
     def vread(self, rtype: str, rid: str, version: str) -> Stored:
         if not version.isdigit() or len(version) > 18:
             raise not_found(f"{rtype}/{rid} has no version '{version}'")
-        row = self.conn.execute(select(V).where(V.c.res_type == rtype, V.c.res_id == rid,
-                                                V.c.version_id == int(version))).first()
-        if row is None or not self._visible([_stored(row)]):
+        row = self.conn.execute(READ_VERSION, {"rtype": rtype, "rid": rid, "version": int(version)}).first()
+        stored = _stored(row) if row is not None else None
+        if stored is None or not self._visible([stored]):
             raise not_found(f"{rtype}/{rid} has no version {version}")
-        stored = _stored(row)
         self._disclose([stored])
         if stored.deleted:
             raise FhirError(410, "deleted", f"version {version} of {rtype}/{rid} is a deletion")
@@ -298,7 +308,7 @@ class Transaction:
 
     def current(self, rtype: str, rid: str) -> Stored | None:
         """The current row, deleted or not, or None; for conditional logic inside writes."""
-        row = self.conn.execute(select(R).where(R.c.res_type == rtype, R.c.res_id == rid)).first()
+        row = self.conn.execute(READ_CURRENT, {"rtype": rtype, "rid": rid}).first()
         if row is None:
             return None
         return (self._visible([_stored(row)]) or [None])[0]
@@ -306,7 +316,7 @@ class Transaction:
     # -- writes ------------------------------------------------------------------
     def create(self, resource: dict, rid: str | None = None) -> Stored:
         """Store a new resource under a fresh id (or one a transaction assigned in advance)."""
-        rid = rid or str(uuid.uuid4())
+        rid = rid or new_id()
         return self._write(resource["resourceType"], rid, resource, "POST", None, must_be_new=True)[0]
 
     def create_records(self, resources: list[dict]) -> list[Stored]:
@@ -324,7 +334,7 @@ class Transaction:
         indexed: dict = {}
         stored = []
         for resource in resources:
-            rtype, rid, now = resource["resourceType"], str(uuid.uuid4()), self._now(None)
+            rtype, rid, now = resource["resourceType"], new_id(), self._now(None)
             body = _with_meta(resource, rid, 1, format_instant(now))
             content = jsonio.dumps(body)
             row = {"res_type": rtype, "res_id": rid, "version_id": 1, "last_updated": now,
@@ -621,7 +631,7 @@ def _not_yours(patient_id: str) -> FhirError:
 
 def _stored(row) -> Stored:
     return Stored(row.res_type, row.res_id, row.version_id, row.last_updated, row.content,
-                  deleted=bool(row.deleted), method=getattr(row, "method", None))
+                  deleted=bool(row.deleted), method=row.method if "method" in row._fields else None)
 
 
 def _with_meta(resource: dict, rid: str, version: int, instant: str) -> dict:
