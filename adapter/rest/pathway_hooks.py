@@ -80,12 +80,29 @@ def plan_next_assessment(router, tx: Transaction, stored: Stored, resource: dict
     plan = next_assessment(patient, episode, resource, today, rules, summary_exists=summary_exists)
     if plan is None:
         return
+    known = known_organisations(router, tx, plan.route.ods or rules.routing.unrouted_owner_ods,
+                                rules.routing.home_service_ods)
     bundle = planned_bundle(plan, rules, stored.res_id, resource, patient_ref,
-                            f"EpisodeOfCare/{episode['id']}" if episode and episode.get("id") else None)
+                            f"EpisodeOfCare/{episode['id']}" if episode and episode.get("id") else None, known)
     run_transaction(router, tx, bundle, base)
 
 
-def _organisation_entry(ods: str, name: str | None) -> tuple[str, dict]:
+def known_organisations(router, tx: Transaction, *codes: str) -> dict[str, str]:
+    """{ODS code: id} of stored Organizations with these codes. A code held by several
+    Organizations (a partner loaded its own copy) is referenced, not conditionally created: an
+    If-None-Exist matching many is 412 by the FHIR rules, which would fail the whole write."""
+    found: dict[str, str] = {}
+    for code in sorted(set(codes)):
+        matches = tx.search(router.parser.parse("Organization", [("identifier", f"{ODS}|{code}")])).matches
+        if matches:
+            found[code] = min(m.res_id for m in matches)
+    return found
+
+
+def _organisation_entry(ods: str, name: str | None, known: dict[str, str]) -> tuple[str, dict | None]:
+    """A reference to the Organization with this ODS code, and the entry creating it if needed."""
+    if ods in known:
+        return f"Organization/{known[ods]}", None
     full_url = f"urn:uuid:{uuid.uuid4()}"
     org = {"resourceType": "Organization", "identifier": [{"system": ODS, "value": ods}], "active": True,
            "name": name or f"ODS {ods}"}
@@ -95,21 +112,21 @@ def _organisation_entry(ods: str, name: str | None) -> tuple[str, dict]:
 
 
 def planned_bundle(plan: PlannedTask, rules, completed_id: str, completed: dict, patient_ref: str,
-                   episode_ref: str | None) -> dict:
-    """The transaction Bundle: owner (and requester) Organizations, ServiceRequest, Task."""
+                   episode_ref: str | None, known: dict[str, str]) -> dict:
+    """The transaction Bundle: owner (and requester) Organizations unless `known`, ServiceRequest, Task."""
     routing = rules.routing
     entries: list[dict] = []
     owner_ods = plan.route.ods or routing.unrouted_owner_ods
-    owner_ref, owner_entry = _organisation_entry(owner_ods, routing.names.get(owner_ods))
-    entries.append(owner_entry)
+    owner_ref, owner_entry = _organisation_entry(owner_ods, routing.names.get(owner_ods), known)
+    entries += [owner_entry] if owner_entry else []
     requester = completed.get("requester")
     if not (isinstance(requester, dict) and (requester.get("reference") or requester.get("identifier"))):
         home = routing.home_service_ods
         if home == owner_ods:
             requester = {"reference": owner_ref}
         else:
-            home_ref, home_entry = _organisation_entry(home, routing.names.get(home))
-            entries.append(home_entry)
+            home_ref, home_entry = _organisation_entry(home, routing.names.get(home), known)
+            entries += [home_entry] if home_entry else []
             requester = {"reference": home_ref}
     requester = {k: v for k, v in requester.items() if k in ("reference", "identifier", "display", "type")}
     value = f"{completed_id}/next"
@@ -171,10 +188,11 @@ def reroute_on_placement_change(router, tx: Transaction, stored: Stored, resourc
         task = task_row.resource()
         if _owner_ods(tx, task) == owner_ods:
             continue
-        org_url, org_entry = _organisation_entry(owner_ods, rules.routing.names.get(owner_ods))
+        org_url, org_entry = _organisation_entry(owner_ods, rules.routing.names.get(owner_ods),
+                                                 known_organisations(router, tx, owner_ods))
         task["owner"] = {"reference": org_url}
         task.setdefault("note", []).append({"text": f"Re-routed after a placement change: {route.reason}"})
-        entries = [org_entry, {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": task,
+        entries = ([org_entry] if org_entry else []) + [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": task,
                                "request": {"method": "PUT", "url": f"Task/{task_row.res_id}",
                                            "ifMatch": f'W/"{task_row.version_id}"'}}]
         run_transaction(router, tx, {"resourceType": "Bundle", "type": "transaction", "entry": entries}, base)

@@ -151,3 +151,15 @@ def test_a_placement_move_re_routes_the_open_rha_request(fhir, tag):
     assert "placement change" in moved["note"][-1]["text"]
     put(fhir, fhir.get(f"EpisodeOfCare/{episode['id']}").json())  # no move: nothing changes
     assert fhir.get(f"Task/{moved['id']}").json()["meta"]["versionId"] == moved["meta"]["versionId"]
+
+
+def test_planning_refers_to_an_existing_provider_even_if_it_is_stored_twice(fhir, tag):
+    # A partner loaded its own copy of the Birmingham provider: two Organizations with one ODS
+    # code. Conditional create on that code would be 412 (many matches) and fail the completion.
+    copies = [fhir.create({"resourceType": "Organization", "active": True, "name": f"Copy {n} of ZZ907",
+                           "identifier": [{"system": ODS, "value": "ZZ907"}]})["id"] for n in (1, 2)]
+    task, _, _ = complete_iha(fhir, tag, "2018-01-01", "B15", True, 41006)
+    assert task["status"] == "completed"
+    [rha] = planned(fhir, "Task", task["id"])
+    assert rha["owner"]["reference"] in {f"Organization/{i}" for i in copies}
+    assert len(fhir.search("Organization", identifier=f"{ODS}|ZZ907")["entry"]) == 2  # no third copy
