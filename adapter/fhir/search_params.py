@@ -32,7 +32,17 @@ def _choice_suffixes() -> frozenset[str]:
     return frozenset(t[0].upper() + t[1:] for t in types)
 
 
+def _choice_stems() -> frozenset[str]:
+    """`value`, `effective`, `onset`, ...: the last name of every choice element (`value[x]`) of
+    any type, so that looking for an absent element that is no choice costs one dict lookup."""
+    from .definitions import element_index
+
+    return frozenset(path[:-3].rsplit(".", 1)[-1] for elements in element_index()["types"].values()
+                     for path in elements if path.endswith("[x]"))
+
+
 _CHOICE_SUFFIXES = _choice_suffixes()
+_CHOICE_STEMS = _choice_stems()
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,8 @@ def _children(nodes: list, name: str) -> list:
             continue
         val = node.get(name)
         if val is None:
+            if name not in _CHOICE_STEMS:
+                continue
             val = _choice_value(node, name)
             if val is None:
                 continue
