@@ -44,7 +44,7 @@ def ingest_in(router, tx: Transaction, doc: MappedDocument, base: str) -> Ingest
                         warnings=[Issue("informational", f"document {doc.identifier['value']} was imported "
                                                          "before; nothing changed", severity="information")])
     _check_subject(router, tx, doc)
-    mapped = list(doc.bundle.get("entry") or [])
+    mapped = [_settled_reference_data(router, tx, e) for e in doc.bundle.get("entry") or []]
     binary_url, docref_url = f"urn:uuid:{uuid.uuid4()}", f"urn:uuid:{uuid.uuid4()}"
     entries = [
         {"fullUrl": binary_url, "resource": _binary(doc), "request": {"method": "POST", "url": "Binary"}},
@@ -62,6 +62,27 @@ def ingest_in(router, tx: Transaction, doc: MappedDocument, base: str) -> Ingest
     derived = [loc.split("/_history")[0].replace(base + "/", "") for loc in locations[2:2 + len(mapped)]]
     warnings = [Issue("informational", f"{u}: not mapped", severity="warning") for u in doc.unconsumed]
     return Ingested(True, docref, derived, warnings)
+
+
+REFERENCE_DATA = frozenset({"Organization"})
+
+
+def _settled_reference_data(router, tx: Transaction, entry: dict) -> dict:
+    """A mapped document names organisations by ODS code, created if absent (`ifNoneExist`).
+    When a partner has stored a second Organization with the same code, that conditional create
+    would match many, which FHIR makes a 412 failing the whole document; an organisation is
+    reference data, so the entry is pinned to one of the matches instead (the lowest id, as the
+    pathway's planning does: rest/pathway_hooks.known_organisations)."""
+    request = entry.get("request") or {}
+    rtype = (entry.get("resource") or {}).get("resourceType")
+    criteria = request.get("ifNoneExist")
+    if rtype not in REFERENCE_DATA or request.get("method") != "POST" or not criteria:
+        return entry
+    matches = tx.search(router.criteria(rtype, criteria)).matches
+    if len(matches) < 2:
+        return entry
+    chosen = min(m.res_id for m in matches)
+    return {**entry, "request": {**request, "ifNoneExist": f"_id={chosen}"}}
 
 
 def _check_subject(router, tx: Transaction, doc: MappedDocument) -> None:

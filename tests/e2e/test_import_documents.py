@@ -6,10 +6,15 @@ import random
 import uuid
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import Fhir
 from tests.support.data import NHS, nhs_number, patient
+from tests.support.server import postgres_database, require_postgres, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 XML = {"Content-Type": "application/xml"}
+ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
 
 
 def form_for_new_child(form: str = "iha-c") -> tuple[bytes, str, str]:
@@ -135,3 +140,35 @@ def test_form_round_trip_through_the_server(fhir, tag):
     sent = etree.fromstring(body, parser)
     back = etree.fromstring(r.content, parser)
     assert etree.tostring(sent, method="c14n") == etree.tostring(back, method="c14n")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def own_server(request, tmp_path):
+    """A server of this test's own: it stores a duplicate provider that would disturb the
+    conditional creates of other tests on the shared server."""
+    if request.param == "postgresql":
+        require_postgres()
+        with postgres_database() as url, running_server(url) as base:
+            yield Fhir(base)
+        return
+    with running_server(f"sqlite:///{tmp_path / 'adapter.sqlite3'}") as base:
+        yield Fhir(base)
+
+
+def test_notification_names_a_provider_that_a_partner_stored_twice(own_server):
+    # A partner loaded its own copies of the trust the notification names: two Organizations with
+    # one ODS code. The notification's conditional create would match many (412 by FHIR's rules)
+    # and the child would not be notified; it refers to one of the copies instead.
+    fhir = own_server
+    body, number, _ = notification_for_new_child()
+    for n in (1, 2):
+        fhir.create({"resourceType": "Organization", "active": True, "name": f"Copy {n}",
+                     "identifier": [{"system": ODS, "value": "RDY"}]})
+    before = {e["resource"]["id"] for e in fhir.search("Organization", identifier=f"{ODS}|RDY")["entry"]}
+    r = fhir.http.post(fhir.url("$la-notification"), data=body, headers=XML)
+    assert r.status_code == 201, r.text
+    [child] = fhir.search("Patient", identifier=f"{NHS}|{number}")["entry"]
+    [task] = fhir.search("Task", patient=f"Patient/{child['resource']['id']}")["entry"]
+    assert task["resource"]["requester"]["reference"] == f"Organization/{min(before)}"  # the trust asking
+    after = {e["resource"]["id"] for e in fhir.search("Organization", identifier=f"{ODS}|RDY")["entry"]}
+    assert after == before  # no third copy
