@@ -10,7 +10,7 @@ child's Patient, EpisodeOfCare or OC2 Observations.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from ..mapping import ssda903
 from .rules import KpiRules, age_band, as_date, choose_episode, placement_segment
@@ -21,15 +21,15 @@ FLAGS = {"immunisations": "IMMUNISATIONS", "teeth_check": "TEETH_CHECK", "health
 
 def census_years(rows: list[dict], born: date) -> range:
     """The census years (31 March) a child's episodes (ssda903.episode_row rows) could make them
-    part of the cohort for: from the year after the first start to the census after the last
-    end, an open episode running to the child's 18th birthday (when care ends). The rows do
+    part of the cohort for: from the year after the first start to the last census in care, an
+    open episode running to the day before the child's 18th birthday (when care ends). The rows do
     not depend on today, so a stored row needs no refresh as time passes."""
     if not rows:
         return range(0)
     adult = date(born.year + 18, 3, 1) if (born.month, born.day) == (2, 29) else born.replace(year=born.year + 18)
     first = min(r["DECOM"] for r in rows)
-    last = max((r["DEC"] or adult) for r in rows)
-    return range(first.year + 1, last.year + 2)
+    last = max((r["DEC"] or adult - timedelta(days=1)) for r in rows)
+    return range(first.year + 1, (last.year if last >= date(last.year, 3, 31) else last.year - 1) + 1)
 
 
 def _flag(value: str | None) -> bool | None:
