@@ -1,14 +1,17 @@
 """Assessment facts in SQL: the kpi_assessment table, kept up to date on every write, and the
-set-based queries the measures run over it.
+measure criteria over it.
 
 Write side: `record_facts` is called by `Transaction._record_access` (adapter/store/
 repository.py) for every resource written or deleted, in the same transaction, right after
 the access rows. A Task write recomputes its own row; a Patient or EpisodeOfCare write
 recomputes the rows of the child's Tasks (birth date, responsible LA, placement, entered-care
-date), and so does a Consent (the date consent to the IHA was given). The row itself is a plain function of the resources (adapter/kpi/rules.py).
+date) and the child's OC2 rows (oc2_sql), and so does a Consent (consent to the IHA, the young
+person's own consent offered or signed). A quality audit Observation recomputes the rows of its
+subject's Tasks (the audit of the report a Task returned); an OC2 item Observation the child's
+OC2 rows. The row itself is a plain function of the resources (adapter/kpi/rules.py).
 
-Read side: every query takes the caller's restriction on Patient ids
-(`Transaction.restriction("Patient", literal("Patient"), PATIENT_ID)`), so counts and lists
+Read side: criteria, stratifiers and observations by name, counted by
+adapter/store/measure_sql.py with the caller's restriction on Patient ids, so counts and lists
 only ever include children the caller may see. Aggregates are GROUP BY queries; no loop over
 rows in Python.
 """

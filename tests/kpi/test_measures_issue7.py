@@ -16,7 +16,6 @@ from tests.kpi.population import (
     episode,
     evaluate,
     group,
-    iha_steps,
     organisation,
     strata,
 )
