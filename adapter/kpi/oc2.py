@@ -11,6 +11,7 @@ child's Patient, EpisodeOfCare or OC2 Observations.
 from __future__ import annotations
 
 from datetime import date, timedelta
+from functools import lru_cache
 
 from ..mapping import ssda903
 from .rules import KpiRules, age_band, as_date, choose_episode, placement_segment
@@ -70,7 +71,12 @@ def oc2_facts(patient: dict | None, episodes: list[dict], observations: list[dic
     return out
 
 
+@lru_cache(maxsize=1)
+def item_codes() -> frozenset[tuple[str, str]]:
+    """(system, code) of the Observations the OC2 return is made of (mapping tables.OC2.observations)."""
+    return frozenset((i["system"], i["code"]) for i in ssda903.load_mapping()["tables"]["OC2"]["observations"])
+
+
 def is_oc2_item(observation: dict) -> bool:
-    """An Observation the OC2 return is made of (mapping tables.OC2.observations)."""
-    items = {(i["system"], i["code"]) for i in ssda903.load_mapping()["tables"]["OC2"]["observations"]}
+    items = item_codes()
     return any((c.get("system"), c.get("code")) in items for c in (observation.get("code") or {}).get("coding") or [])

@@ -18,14 +18,17 @@ from datetime import date
 from sqlalchemy import and_, case, delete, false, insert, literal, select
 from sqlalchemy.sql import ColumnElement
 
+from ..fhir import jsonio
 from ..kpi import oc2 as kpi_oc2
 from ..kpi import rules as kpi
 from ..security.access import ods_of
 from .access_sql import _compartment_resources, _resource, organisation_ods
-from .tables import oc2_fact_table, resource_table
+from .tables import INDEX_TABLES, compartment_table, oc2_fact_table, resource_table
 
 O = oc2_fact_table
 R = resource_table
+T = INDEX_TABLES["token"]
+CP = compartment_table
 PATIENT_ID = O.c.patient_id
 
 
@@ -45,7 +48,7 @@ def refresh_child(conn, patient_id: str) -> None:
     episodes = _compartment_resources(conn, "EpisodeOfCare", patient_id)
     if not episodes:
         return
-    observations = [o for o in _compartment_resources(conn, "Observation", patient_id) if concerns(o)]
+    observations = oc2_observations(conn, patient_id)
 
     def la_of(episode: dict) -> str | None:
         return ods_of(episode.get("managingOrganization"), lambda org_id: organisation_ods(conn, org_id))
@@ -53,6 +56,19 @@ def refresh_child(conn, patient_id: str) -> None:
     rows = kpi_oc2.oc2_facts(patient, episodes, observations, la_of, kpi.load_kpi_rules())
     if rows:
         conn.execute(insert(O), [dict(row, patient_id=patient_id) for row in rows])
+
+
+def oc2_observations(conn, patient_id: str) -> list[dict]:
+    """The child's OC2 item Observations, picked by the token index of their code (not every
+    Observation of the child: vital signs and answers extracted from forms are many)."""
+    items = kpi_oc2.item_codes()
+    coded = select(T.c.res_id).where(T.c.res_type == "Observation", T.c.param == "code",
+                                     T.c.code.in_(sorted({code for _, code in items})))
+    ids = select(CP.c.res_id).where(CP.c.res_type == "Observation", CP.c.patient_id == patient_id,
+                                    CP.c.res_id.in_(coded))
+    contents = conn.execute(select(R.c.content).where(R.c.res_type == "Observation", R.c.res_id.in_(ids),
+                                                      R.c.deleted == false())).scalars()
+    return [o for o in (jsonio.loads(c) for c in contents if c) if concerns(o)]
 
 
 def rebuild_oc2(conn, batch: int = 500) -> int:

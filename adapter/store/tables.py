@@ -309,7 +309,8 @@ class AssessmentFactRow(SQLModel, table=True):
     __tablename__ = "kpi_assessment"
     __table_args__ = (Index("ix_kpi_assessment_due", "assessment", "due"),
                       Index("ix_kpi_assessment_patient", "patient_id"),
-                      Index("ix_kpi_assessment_requested", "placement", "requested"))
+                      Index("ix_kpi_assessment_requested", "placement", "requested"),
+                      Index("ix_kpi_assessment_done", "done"))  # schema 6: reports returned in a period
 
     task_id: str = Field(sa_column=Column(String(ID_LEN), primary_key=True))
     patient_id: str | None = Field(default=None, sa_column=Column(String(ID_LEN), nullable=True))
