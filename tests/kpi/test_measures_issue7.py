@@ -273,6 +273,8 @@ def test_oc2_health_outcomes_of_the_children_looked_after_for_twelve_months(fhir
         assert {s: v["counts"]["initial-population"] for s, v in strata(one, "sdq-bands", "sdq-band").items()} == {band: 1}
 
     listed = evaluate(fhir, "oc2-health-outcomes", "2022-04-01", "2023-03-31", reportType="subject-list")
+    outcome = fhir.post("MeasureReport/$validate", listed).json()
+    assert not [i for i in outcome["issue"] if i["severity"] in ("error", "fatal")], outcome
     lists = {c["id"]: {e["item"]["reference"] for e in c.get("entry", [])} for c in listed["contained"]}
     ours = {f"Patient/{k[key]}" for key in k}
     assert lists["immunisations-initial-population"] & ours == {f"Patient/{k[x]}" for x in ("k1", "k2", "k3", "k6")}
@@ -288,3 +290,14 @@ def test_oc2_health_outcomes_of_the_children_looked_after_for_twelve_months(fhir
                                 params={"periodStart": "2022-04-01", "periodEnd": "2023-03-31",
                                         "patient": f"Patient/{k['k1']}"})
     assert r.status_code == 404
+
+
+def test_every_published_measure_is_valid_r4(fhir):
+    import json
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[2] / "profiles" / "measures").glob("Measure-*.json")):
+        measure = json.loads(path.read_text(encoding="utf-8"))
+        outcome = fhir.post("Measure/$validate", measure).json()
+        assert not [i for i in outcome["issue"] if i["severity"] in ("error", "fatal")], (path.name, outcome)
+        assert fhir.get(f"Measure/{measure['id']}").json()["version"] == measure["version"]
