@@ -426,11 +426,13 @@ def db_upgrade(database: Optional[str] = DatabaseOption) -> None:
 
         count = Repository(engine, SearchRegistry(settings.resource_types), settings.base_url).rebuild_access()
         typer.echo(f"access rows built for {count} stored resources")
-    if 0 < before < 5 <= after:  # Tasks stored before the commissioning facts need their rows
+    if 0 < before < 6 <= after:  # resources stored before the commissioning facts (v5, v6) need their rows
         from .store.facts_sql import rebuild_facts
+        from .store.oc2_sql import rebuild_oc2
 
         with engine.connect().execution_options(write=True) as conn, conn.begin():
             typer.echo(f"assessment facts built for {rebuild_facts(conn)} stored Tasks")
+            typer.echo(f"OC2 facts built for {rebuild_oc2(conn)} stored children")
     engine.dispose()
     if before == after:
         typer.echo(f"schema already at version {after}")

@@ -30,11 +30,12 @@ from .config import PROJECT_ROOT, load_settings
 report_app = typer.Typer(help="Commissioning reports: the monthly KPI dataset.", no_args_is_help=True)
 MEASURES_DIR = PROJECT_ROOT / "profiles" / "measures"
 MEASURE_COLUMNS = ["measure", "title", "group", "stratifier", "stratum", "initial_population", "denominator",
-                   "numerator", "measure_population", "score", "target"]
+                   "numerator", "measure_population", "score", "unit", "target"]
 FACT_COLUMNS = ["patient_id", "task_id", "assessment", "status", "la", "provider", "placement", "age_band",
                 "birth_date", "entered_care", "due", "notified", "consent", "requested", "accepted", "appointment",
                 "did_not_attend", "dna_count", "assessed", "reported", "quality_assured", "completed", "done",
-                "turnaround_wd", "age_at_due", "own_consent"]
+                "turnaround_wd", "age_at_due", "own_consent", "offered_consent", "audit_score", "audit_passed",
+                "plan_return_wd"]
 
 
 def month_bounds(month: str) -> tuple[date, date]:
@@ -59,7 +60,7 @@ def measure_rows(conn, measures: list[dict], start: date, end: date, as_of: date
     out = []
     for measure in measures:
         definitions = kpi_measures.group_definitions(measure)
-        results = evaluate(conn, definitions, start, end, as_of, None)
+        results = evaluate(conn, definitions, start, end, as_of)
         report = kpi_measures.measure_report(measure, results, start, end, "summary", "", None)
         target = next((e.get("valueDecimal") for e in measure.get("extension") or []
                        if e.get("url", "").endswith("lac-measure-target")), None)
@@ -71,7 +72,7 @@ def measure_rows(conn, measures: list[dict], start: date, end: date, as_of: date
                     "stratifier": stratifier, "stratum": stratum,
                     "initial_population": counts.get("initial-population"), "denominator": counts.get("denominator"),
                     "numerator": counts.get("numerator"), "measure_population": counts.get("measure-population"),
-                    "score": (score or {}).get("value"), "target": target}
+                    "score": (score or {}).get("value"), "unit": (score or {}).get("unit"), "target": target}
 
         for group in report["group"]:
             out.append(row(group["id"], "", "", group["population"], group.get("measureScore")))

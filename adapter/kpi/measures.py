@@ -1,9 +1,11 @@
 """Measures as data: reading our Measure resources (profiles/measures/) and writing the
-MeasureReport of their evaluation. Plain functions; the counting is adapter/store/facts_sql.py.
+MeasureReport of their evaluation. Plain functions; the counting is adapter/store/measure_sql.py.
 
 A Measure group's populations name their criteria (`criteria.expression`, language
-`text/x-lac-kpi`) among the definitions of facts_sql.CRITERIA; its stratifiers name a facts
-column (facts_sql.STRATIFIERS) or `breach-segment` (the reasons for delay, adapter/kpi/delay.py).
+`text/x-lac-kpi`) among the definitions of one facts table (adapter/store/measure_sql.py
+SOURCES: facts_sql.CRITERIA, oc2_sql.CRITERIA); its stratifiers name a column of that table or
+`breach-segment` (the reasons for delay, adapter/kpi/delay.py). A measure-observation is
+averaged, or summed with the cqfm-aggregateMethod extension `sum` (the tariff owed).
 """
 
 from __future__ import annotations
@@ -18,6 +20,18 @@ DELAY_SEGMENT_URL = SD + "lac-delay-segment"
 DELAY_CAUSE_URL = SD + "lac-delay-cause"
 BREACH_SEGMENT = "breach-segment"
 OBSERVATION = "measure-observation"
+AGGREGATE_METHOD = "http://hl7.org/fhir/us/cqfmeasures/StructureDefinition/cqfm-aggregateMethod"
+ISO_4217 = "urn:iso:std:iso:4217"
+
+
+def observation_unit(observation: str | None) -> dict:
+    """The unit of a measure-observation's score (a Quantity's unit, system and code)."""
+    if observation == "tariff":
+        from .rules import load_kpi_rules
+
+        currency = load_kpi_rules().tariff_currency
+        return {"unit": currency, "system": ISO_4217, "code": currency}
+    return {"unit": "working days"}
 
 
 @dataclass
@@ -27,6 +41,7 @@ class GroupDefinition:
     observation: str | None                  # measure-observation criteria (a facts column), if any
     stratifiers: list[str]                   # stratifier expressions
     delay: bool = False                      # the reasons-for-delay group
+    aggregate: str = "mean"                  # of the observation: cqfm-aggregateMethod (mean | sum)
 
 
 @dataclass
@@ -51,7 +66,7 @@ def group_definitions(measure: dict) -> list[GroupDefinition]:
     """The groups of one of our Measures; ValueError for a criteria language we do not run."""
     groups = []
     for i, group in enumerate(measure.get("group") or []):
-        populations, observation = [], None
+        populations, observation, method = [], None, "mean"
         for pop in group.get("population") or []:
             criteria = pop.get("criteria") or {}
             if criteria.get("language") != LANGUAGE:
@@ -60,22 +75,30 @@ def group_definitions(measure: dict) -> list[GroupDefinition]:
             code = _code(pop.get("code"))
             if code == OBSERVATION:
                 observation = criteria.get("expression")
+                method = next((e.get("valueCode") for e in pop.get("extension") or []
+                               if e.get("url") == AGGREGATE_METHOD), None) or "mean"
+                if method not in ("mean", "sum"):
+                    raise ValueError(f"aggregate method {method!r} is not supported (mean, sum)")
             else:
                 populations.append((code, criteria.get("expression")))
         stratifiers = [(s.get("criteria") or {}).get("expression") for s in group.get("stratifier") or []]
         groups.append(GroupDefinition(group.get("id") or f"group-{i + 1}", populations, observation, stratifiers,
-                                      delay=BREACH_SEGMENT in stratifiers))
+                                      delay=BREACH_SEGMENT in stratifiers, aggregate=method))
     return groups
 
 
-def _score(scoring: str | None, counts: dict[str, int], observation: tuple[float | None, int]) -> dict | None:
+def _score(scoring: str | None, counts: dict[str, int], observation: tuple[float | None, int],
+           d: GroupDefinition | None = None) -> dict | None:
     if scoring == "proportion" or scoring == "ratio":
         denominator = counts.get("denominator", 0) - counts.get("denominator-exclusion", 0)
         numerator = counts.get("numerator", 0) - counts.get("numerator-exclusion", 0)
         return {"value": round(numerator / denominator, 4)} if denominator > 0 else None
     if scoring == "continuous-variable":
         total, n = observation
-        return {"value": round(float(total) / n, 2), "unit": "working days"} if n and total is not None else None
+        unit = observation_unit(d.observation if d else None)
+        if d is not None and d.aggregate == "sum":
+            return {"value": round(float(total or 0), 2), **unit}
+        return {"value": round(float(total) / n, 2), **unit} if n and total is not None else None
     if scoring == "cohort":
         return None
     return None
@@ -116,7 +139,7 @@ def measure_report(measure: dict, results: list[GroupResult], start: date, end: 
         group = {"id": d.id, "code": {"text": d.id}, "population": _populations(result.counts, lists)}
         if result.extensions:
             group["extension"] = result.extensions
-        score = None if d.delay else _score(scoring, result.counts, result.observation)
+        score = None if d.delay else _score(scoring, result.counts, result.observation, d)
         if score is not None:
             group["measureScore"] = score
         stratifiers = []
@@ -126,7 +149,7 @@ def measure_report(measure: dict, results: list[GroupResult], start: date, end: 
                 item = {"value": {"text": str(s["stratum"]) if s["stratum"] is not None else "unknown"},
                         "population": _populations(s["counts"])}
                 sub_score = None if d.delay else _score(scoring, s["counts"], (s.get("observation_sum"),
-                                                                                s.get("observation_count", 0)))
+                                                                                s.get("observation_count", 0)), d)
                 if sub_score is not None:
                     item["measureScore"] = sub_score
                 stratum_out.append(item)

@@ -34,6 +34,7 @@ LOOKED_AFTER = ("http://snomed.info/sct", "764841000000100")
 CONSENT_PURPOSE = "https://lac-fhir-adapter.example/fhir/CodeSystem/lac-consent-purpose"
 GRANTOR_URL = "https://lac-fhir-adapter.example/fhir/StructureDefinition/lac-consent-grantor"
 GRANTOR = "https://lac-fhir-adapter.example/fhir/CodeSystem/lac-consent-grantor"
+QUALITY_AUDIT = "https://lac-fhir-adapter.example/fhir/CodeSystem/lac-quality-audit"
 MEASURED = ("iha", "rha")
 NOT_COUNTED = frozenset({"cancelled", "rejected", "entered-in-error", "draft"})  # never in a denominator
 SEGMENTS = ("notification", "consent", "referral", "scheduling", "did-not-attend", "report")
@@ -48,6 +49,11 @@ class KpiRules:
     targets: dict[str, float] = field(default_factory=dict)
     iha_working_days: int = 20
     own_consent_from_age: int = 16
+    health_plan_return_wd: int = 5                              # [health_plan] return_working_days
+    tariffs: dict[str, float] = field(default_factory=dict)     # [tariff.amounts]: assessment -> amount
+    tariff_currency: str = "GBP"
+    tariff_needs_audit_pass: bool = True                        # [tariff] paid_only_if_audit_passed
+    sdq_bands: tuple[tuple[int, str], ...] = ()                 # [oc2] sdq_bands: (lowest score, label)
 
 
 def rules_from_dict(raw: dict, served: tuple[str, ...] = (), iha_working_days: int = 20) -> KpiRules:
@@ -57,10 +63,18 @@ def rules_from_dict(raw: dict, served: tuple[str, ...] = (), iha_working_days: i
     unknown = set(allowances) - set(SEGMENTS)
     if unknown:
         raise ValueError(f"config/kpi.toml: unknown delay segments {sorted(unknown)}")
+    tariff = raw.get("tariff", {})
+    unknown = set(tariff.get("amounts", {})) - set(MEASURED)
+    if unknown:
+        raise ValueError(f"config/kpi.toml: tariff for unknown assessments {sorted(unknown)}")
     return KpiRules(frozenset(str(h) for h in home), tuple(sorted(bands)),
                     {s: allowances.get(s, 0) for s in SEGMENTS},
                     {k: float(v) for k, v in raw.get("targets", {}).items()}, iha_working_days,
-                    int(raw.get("consent", {}).get("own_consent_from_age", 16)))
+                    int(raw.get("consent", {}).get("own_consent_from_age", 16)),
+                    int(raw.get("health_plan", {}).get("return_working_days", 5)),
+                    {k: float(v) for k, v in tariff.get("amounts", {}).items()},
+                    str(tariff.get("currency", "GBP")), bool(tariff.get("paid_only_if_audit_passed", True)),
+                    tuple(sorted((int(low), str(label)) for low, label in raw.get("oc2", {}).get("sdq_bands", []))))
 
 
 @lru_cache(maxsize=4)
@@ -185,6 +199,21 @@ def choose_episode(episodes: list[dict], on: date | None) -> dict | None:
     return started[-1] if started else pool[0]
 
 
+def _young_person_granted(consent: dict) -> bool:
+    return any(e.get("url") == GRANTOR_URL and (e.get("valueCoding") or {}).get("system") == GRANTOR
+               and (e.get("valueCoding") or {}).get("code") == "young-person"
+               for e in consent.get("extension") or [])
+
+
+def _for_assessment(consent: dict) -> bool:
+    return any(p.get("system") == CONSENT_PURPOSE and p.get("code") == "assessment"
+               for p in (consent.get("provision") or {}).get("purpose") or [])
+
+
+def _consent_day(consent: dict) -> date | None:
+    return as_date(consent.get("dateTime")) or as_date(((consent.get("provision") or {}).get("period") or {}).get("start"))
+
+
 def assessment_consent_date(consents: list[dict], since: date | None, own: bool = False) -> date | None:
     """When consent to the assessment was given: the earliest permitting Consent (active, or
     inactive since) for the purpose `assessment`, dated (dateTime, else provision.period.start)
@@ -192,17 +221,31 @@ def assessment_consent_date(consents: list[dict], since: date | None, own: bool 
     `own`, only a consent the young person gave themself (lac-consent-grantor young-person)."""
     found = []
     for consent in consents:
-        if own and not any(e.get("url") == GRANTOR_URL and (e.get("valueCoding") or {}).get("system") == GRANTOR
-                           and (e.get("valueCoding") or {}).get("code") == "young-person"
-                           for e in consent.get("extension") or []):
+        if own and not _young_person_granted(consent):
             continue
         provision = consent.get("provision") or {}
         if consent.get("status") not in ("active", "inactive") or provision.get("type", "permit") != "permit":
             continue
-        if not any(p.get("system") == CONSENT_PURPOSE and p.get("code") == "assessment"
-                   for p in provision.get("purpose") or []):
+        if not _for_assessment(consent):
             continue
-        day = as_date(consent.get("dateTime")) or as_date((provision.get("period") or {}).get("start"))
+        day = _consent_day(consent)
+        if day is not None and (since is None or day >= since):
+            found.append(day)
+    return min(found) if found else None
+
+
+def own_consent_offered(consents: list[dict], since: date | None) -> date | None:
+    """When a young person was first offered the chance to consent for themself: the earliest
+    Consent to an assessment with the young person as grantor, in any status but
+    entered-in-error (proposed or rejected: offered but not signed; a refusal was offered too),
+    dated (dateTime, else provision.period.start, else when it was stored) on or after `since`
+    (their 16th birthday)."""
+    found = []
+    for consent in consents:
+        if consent.get("status") == "entered-in-error" or not _young_person_granted(consent) \
+                or not _for_assessment(consent):
+            continue
+        day = _consent_day(consent) or as_date((consent.get("meta") or {}).get("lastUpdated"))
         if day is not None and (since is None or day >= since):
             found.append(day)
     return min(found) if found else None
@@ -281,7 +324,11 @@ def assessment_facts(versions: list[dict], patient: dict | None, episodes: list[
     - consent: consent-received, or for an IHA the child's consent to the assessment given
       since entering care (`consents`: the child's Consents), whichever came first.
     - own_consent: the young person's own consent to an assessment, given from their 16th
-      birthday (config/kpi.toml); age_at_due: their age in years on the due date.
+      birthday (config/kpi.toml); offered_consent: when they were first offered it (a Consent
+      of theirs in any status); age_at_due: their age in years on the due date.
+    - response_id: the QuestionnaireResponse the Task returned (its quality audit is joined by
+      the store); plan_return_wd: working days from the assessment (as recorded: assessment-done or
+      the completed Task's executionPeriod.end) to the report and health plan returned.
     """
     if not versions:
         return None
@@ -302,7 +349,8 @@ def assessment_facts(versions: list[dict], patient: dict | None, episodes: list[
     notified = steps.get("notification-received") or version_date(versions[0], None)
     completed = steps.get("status-completed")
     done = _first(steps.get("report-sent"), completed)
-    assessed = steps.get("assessment-done") or steps.execution_end or done
+    seen = steps.get("assessment-done") or steps.execution_end  # the assessment itself, as recorded
+    assessed = seen or done
     requested = _first(steps.get("request-sent"), steps.get("accepted"), steps.get("status-accepted"),
                        steps.get("appointment-booked"))
     accepted = _first(steps.get("accepted"), steps.get("status-accepted"))
@@ -325,8 +373,39 @@ def assessment_facts(versions: list[dict], patient: dict | None, episodes: list[
         "turnaround_wd": turnaround,
         "age_at_due": age,
         "own_consent": assessment_consent_date(list(consents), own_from, own=True) if own_from else None,
+        "offered_consent": own_consent_offered(list(consents), own_from) if own_from else None,
+        "response_id": response_of(task),
+        "plan_return_wd": working_days_between(seen, done, holidays) if seen and done else None,
         "counted": (steps.status or task.get("status")) not in NOT_COUNTED,
     }
+
+
+def response_of(task: dict) -> str | None:
+    """The id of the QuestionnaireResponse (the assessment report) among a Task's outputs."""
+    for output in task.get("output") or []:
+        reference = (output.get("valueReference") or {}).get("reference") or ""
+        if reference.startswith("QuestionnaireResponse/"):
+            return reference.split("/")[1] or None
+    return None
+
+
+def is_quality_audit(observation: dict) -> bool:
+    return any(c.get("system") == QUALITY_AUDIT and c.get("code") == "assessment-quality-audit"
+               for c in (observation.get("code") or {}).get("coding") or [])
+
+
+def audit_outcome(observations: list[dict], pass_mark: int) -> tuple[int | None, bool | None]:
+    """(score, passed) of the latest quality audit among these Observations
+    (lac-quality-audit#assessment-quality-audit; passed: score >= the checklist's pass mark);
+    (None, None) when there is none."""
+    audits = [o for o in observations if o.get("status") in ("final", "amended", "corrected")
+              and isinstance((o.get("valueQuantity") or {}).get("value"), (int, float)) and is_quality_audit(o)]
+    if not audits:
+        return None, None
+    latest = max(audits, key=lambda o: (str(o.get("effectiveDateTime") or ""),
+                                        str((o.get("meta") or {}).get("lastUpdated") or "")))
+    score = round(latest["valueQuantity"]["value"])
+    return score, score >= pass_mark
 
 
 def on_time(done: date | None, due: date | None) -> bool:

@@ -531,8 +531,7 @@ def export_903(resources: Iterable[dict], year: int) -> dict[str, str]:
     """
     mapping = load_mapping()
     ids = mapping["identifierSystems"]
-    ages = mapping["export"]["oc2Ages"]
-    start, end = date(year - 1, 4, 1), date(year, 3, 31)
+    start, end = collection_year(year)
 
     patients: dict[str, dict] = {}      # CHILD -> Patient
     refs: dict[str, str] = {}           # reference -> CHILD
@@ -573,11 +572,9 @@ def export_903(resources: Iterable[dict], year: int) -> dict[str, str]:
         m = re.match(r"^(?:.*/)?Patient/([^/]+)", ref)
         return refs.get(f"Patient/{m.group(1)}") if m else None
 
-    ext = mapping["extensions"]
     by_child: dict[str, list[dict]] = {}
     for eoc in episodes:
-        if not any(c.get("code") == mapping["lookedAfterType"]["code"]
-                   for t in eoc.get("type") or [] for c in t.get("coding") or []):
+        if not is_looked_after(eoc):
             continue
         child = child_of(eoc.get("patient"))
         if child is None:
@@ -585,26 +582,10 @@ def export_903(resources: Iterable[dict], year: int) -> dict[str, str]:
             child = ident.rsplit("/", 1)[0] if ident and "/" in ident else None
         if child is None or child not in patients:
             continue
-        period = eoc.get("period") or {}
-        if not period.get("start"):
+        row = episode_row(eoc)
+        if row is None or row["DECOM"] > end or (row["DEC"] is not None and row["DEC"] < start):
             continue
-        decom = date.fromisoformat(period["start"][:10])
-        dec = date.fromisoformat(period["end"][:10]) if period.get("end") else None
-        if decom > end or (dec is not None and dec < start):
-            continue
-        row = {"CHILD": child, "DECOM": decom, "DEC": dec, "LS": "", "PLACE": "", "PLACE_PROVIDER": "", "PL_POST": ""}
-        for e in eoc.get("extension") or []:
-            if e.get("url") == ext["legalStatus"]:
-                row["LS"] = (e.get("valueCoding") or {}).get("code", "")
-            elif e.get("url") == ext["placement"]:
-                for sub in e.get("extension") or []:
-                    if sub.get("url") == "type":
-                        row["PLACE"] = sub["valueCoding"].get("code", "")
-                    elif sub.get("url") == "provider":
-                        row["PLACE_PROVIDER"] = sub["valueCoding"].get("code", "")
-                    elif sub.get("url") == "postcodeDistrict":
-                        row["PL_POST"] = sub.get("valueString", "")
-        by_child.setdefault(child, []).append(row)
+        by_child.setdefault(child, []).append({"CHILD": child, **row})
 
     header_cols = mapping["tables"]["Header"]["columns"]
     episode_cols = mapping["tables"]["Episodes"]["columns"]
@@ -628,61 +609,136 @@ def export_903(resources: Iterable[dict], year: int) -> dict[str, str]:
             out["REC"] = "X1" if in_year_end and in_year_end in starts else ""
             out["DECOM"] = _fmt(r["DECOM"])
             episode_rows.append(out)
-        # looked after continuously for 12 months at 31 March: one unbroken chain of episodes
-        # from on or before 1 April, still open at 31 March, with no short-break legal status
-        chain_ok = rows[0]["DECOM"] <= start and all(a["DEC"] == b["DECOM"] for a, b in zip(rows, rows[1:]))
-        last_open = rows[-1]["DEC"] is None or rows[-1]["DEC"] >= end
-        if chain_ok and last_open and not any(r["LS"] in ("V3", "V4") for r in rows) and dob:
+        if looked_after_12_months(rows, year) and dob:
             cla.add(child)
 
-    items = {(i["system"], i["code"]): i for i in mapping["tables"]["OC2"]["observations"]}
-    census = f"{year}-03-31"
-    found: dict[str, dict[str, dict]] = {}
+    found: dict[str, list[dict]] = {}
     for obs in observations:
-        if not str(obs.get("effectiveDateTime", "")).startswith(census) or obs.get("status") not in ("final", "amended", "corrected"):
-            continue
         child = child_of(obs.get("subject"))
-        for coding in (obs.get("code") or {}).get("coding") or []:
-            item = items.get((coding.get("system"), coding.get("code")))
-            if item and child in cla:
-                found.setdefault(child, {})[item["column"]] = obs
+        if child in cla:
+            found.setdefault(child, []).append(obs)
     for child in sorted(cla):
         dob = date.fromisoformat(patients[child]["birthDate"])
-        got = found.get(child, {})
-        row = {"CHILD": child, "DOB": _fmt(dob)}
-
-        def flag(column: str) -> str:
-            obs = got.get(column)
-            if obs is None or not isinstance(obs.get("valueBoolean"), bool):
-                return ""
-            return "1" if obs["valueBoolean"] else "0"
-
-        sdq_allowed = _add_years(dob, ages["sdqFromAge"]) <= end and _add_years(dob, ages["sdqBeforeAge"]) >= start
-        sdq = got.get("SDQ_SCORE")
-        if sdq is not None and sdq_allowed:
-            if isinstance(sdq.get("valueInteger"), int):
-                row["SDQ_SCORE"] = str(sdq["valueInteger"])
-            else:
-                reason_codes = [c.get("code") for c in (sdq.get("dataAbsentReason") or {}).get("coding") or []
-                                if c.get("system") == mapping["tables"]["OC2"]["rules"]["SDQ_REASON"]["system"]]
-                row["SDQ_REASON"] = reason_codes[0] if reason_codes else ""
-        if _add_years(dob, ages["convictedFromAge"]) <= end:
-            row["CONVICTED"] = flag("CONVICTED")
-        if _add_years(dob, ages["healthCheckBeforeAge"]) > end:
-            row["HEALTH_CHECK"] = flag("HEALTH_CHECK")
-        for column in ("IMMUNISATIONS", "TEETH_CHECK", "HEALTH_ASSESSMENT", "SUBSTANCE_MISUSE"):
-            row[column] = flag(column)
-        if row["SUBSTANCE_MISUSE"] == "1":
-            row["INTERVENTION_RECEIVED"] = flag("INTERVENTION_RECEIVED")
-            if row["INTERVENTION_RECEIVED"] == "0":
-                row["INTERVENTION_OFFERED"] = flag("INTERVENTION_OFFERED")
-        oc2_rows.append(row)
+        oc2_rows.append({"CHILD": child, "DOB": _fmt(dob), **oc2_values(dob, oc2_observations(found.get(child, []), year), year)})
 
     return {
         "header.csv": _csv(header_cols, header_rows),
         "episodes.csv": _csv(episode_cols, episode_rows),
         "oc2.csv": _csv(oc2_cols, oc2_rows),
     }
+
+
+# -- the OC2 rules, shared by the export and the commissioning facts (adapter/kpi/oc2.py) ------
+
+def collection_year(year: int) -> tuple[date, date]:
+    """The collection year ending 31 March `year`: (1 April year-1, 31 March year)."""
+    return date(year - 1, 4, 1), date(year, 3, 31)
+
+
+def is_looked_after(eoc: dict) -> bool:
+    code = load_mapping()["lookedAfterType"]["code"]
+    return any(c.get("code") == code for t in eoc.get("type") or [] for c in t.get("coding") or [])
+
+
+def episode_row(eoc: dict) -> dict | None:
+    """An EpisodeOfCare as an episodes.csv row (dates as dates), or None without a start."""
+    ext = load_mapping()["extensions"]
+    period = eoc.get("period") or {}
+    if not period.get("start"):
+        return None
+    row = {"DECOM": date.fromisoformat(period["start"][:10]),
+           "DEC": date.fromisoformat(period["end"][:10]) if period.get("end") else None,
+           "LS": "", "PLACE": "", "PLACE_PROVIDER": "", "PL_POST": ""}
+    for e in eoc.get("extension") or []:
+        if e.get("url") == ext["legalStatus"]:
+            row["LS"] = (e.get("valueCoding") or {}).get("code", "")
+        elif e.get("url") == ext["placement"]:
+            for sub in e.get("extension") or []:
+                if sub.get("url") == "type":
+                    row["PLACE"] = sub["valueCoding"].get("code", "")
+                elif sub.get("url") == "provider":
+                    row["PLACE_PROVIDER"] = sub["valueCoding"].get("code", "")
+                elif sub.get("url") == "postcodeDistrict":
+                    row["PL_POST"] = sub.get("valueString", "")
+    return row
+
+
+def looked_after_12_months(rows: list[dict], year: int) -> bool:
+    """Looked after continuously for 12 months at 31 March `year` (the OC2 cohort): one unbroken
+    chain of episodes (episode_row rows) from on or before 1 April, still open at 31 March, with
+    no short-break legal status. Episodes outside the collection year are ignored."""
+    start, end = collection_year(year)
+    rows = sorted((r for r in rows if r["DECOM"] <= end and (r["DEC"] is None or r["DEC"] >= start)),
+                  key=lambda r: r["DECOM"])
+    if not rows:
+        return False
+    chain_ok = rows[0]["DECOM"] <= start and all(a["DEC"] == b["DECOM"] for a, b in zip(rows, rows[1:]))
+    last_open = rows[-1]["DEC"] is None or rows[-1]["DEC"] >= end
+    return chain_ok and last_open and not any(r["LS"] in ("V3", "V4") for r in rows)
+
+
+def oc2_observations(observations: Iterable[dict], year: int) -> dict[str, dict]:
+    """A child's OC2 Observations of the census day (31 March `year`) by OC2 column."""
+    mapping = load_mapping()
+    items = {(i["system"], i["code"]): i for i in mapping["tables"]["OC2"]["observations"]}
+    census = f"{year}-03-31"
+    got: dict[str, dict] = {}
+    for obs in observations:
+        if not str(obs.get("effectiveDateTime", "")).startswith(census) or obs.get("status") not in ("final", "amended", "corrected"):
+            continue
+        for coding in (obs.get("code") or {}).get("coding") or []:
+            item = items.get((coding.get("system"), coding.get("code")))
+            if item:
+                got[item["column"]] = obs
+    return got
+
+
+def oc2_values(dob: date, got: dict[str, dict], year: int) -> dict[str, str]:
+    """The OC2 columns (after CHILD and DOB) of a child in the cohort: flags "1"/"0"/"" (not
+    recorded), each only for the ages it applies to (mapping export.oc2Ages)."""
+    mapping = load_mapping()
+    ages = mapping["export"]["oc2Ages"]
+    end = collection_year(year)[1]
+    row: dict[str, str] = {}
+
+    def flag(column: str) -> str:
+        obs = got.get(column)
+        if obs is None or not isinstance(obs.get("valueBoolean"), bool):
+            return ""
+        return "1" if obs["valueBoolean"] else "0"
+
+    sdq = got.get("SDQ_SCORE")
+    if sdq is not None and sdq_applies(dob, year):
+        if isinstance(sdq.get("valueInteger"), int):
+            row["SDQ_SCORE"] = str(sdq["valueInteger"])
+        else:
+            reason_codes = [c.get("code") for c in (sdq.get("dataAbsentReason") or {}).get("coding") or []
+                            if c.get("system") == mapping["tables"]["OC2"]["rules"]["SDQ_REASON"]["system"]]
+            row["SDQ_REASON"] = reason_codes[0] if reason_codes else ""
+    if _add_years(dob, ages["convictedFromAge"]) <= end:
+        row["CONVICTED"] = flag("CONVICTED")
+    if health_check_applies(dob, year):
+        row["HEALTH_CHECK"] = flag("HEALTH_CHECK")
+    for column in ("IMMUNISATIONS", "TEETH_CHECK", "HEALTH_ASSESSMENT", "SUBSTANCE_MISUSE"):
+        row[column] = flag(column)
+    if row["SUBSTANCE_MISUSE"] == "1":
+        row["INTERVENTION_RECEIVED"] = flag("INTERVENTION_RECEIVED")
+        if row["INTERVENTION_RECEIVED"] == "0":
+            row["INTERVENTION_OFFERED"] = flag("INTERVENTION_OFFERED")
+    return row
+
+
+def sdq_applies(dob: date, year: int) -> bool:
+    """Whether an SDQ score is expected of a child in the cohort at 31 March `year` (ages 4-16)."""
+    ages = load_mapping()["export"]["oc2Ages"]
+    start, end = collection_year(year)
+    return _add_years(dob, ages["sdqFromAge"]) <= end and _add_years(dob, ages["sdqBeforeAge"]) >= start
+
+
+def health_check_applies(dob: date, year: int) -> bool:
+    """Whether the under-5s' health surveillance check (HEALTH_CHECK) applies at 31 March `year`."""
+    ages = load_mapping()["export"]["oc2Ages"]
+    return _add_years(dob, ages["healthCheckBeforeAge"]) > collection_year(year)[1]
 
 
 def _csv(columns: list[str], rows: list[dict]) -> str:

@@ -32,7 +32,7 @@ from ..fhir.errors import FhirError, bad_request
 from ..kpi import delay as kpi_delay
 from ..kpi import measures as kpi_measures
 from ..kpi.rules import load_kpi_rules
-from ..store import facts_sql
+from ..store import facts_sql, measure_sql
 from ..store.repository import Transaction
 from .messages import FhirRequest, FhirResponse
 
@@ -104,15 +104,21 @@ def evaluate_measure(router, tx: Transaction, req: FhirRequest, base: str, targe
         definitions = kpi_measures.group_definitions(measure)
     except ValueError as exc:
         raise FhirError(422, "not-supported", f"Measure/{measure.get('id')}: {exc}") from None
-    restriction = tx.restriction("Patient", literal("Patient"), facts_sql.PATIENT_ID)
+    patient_id = None
     if patient:
         patient_id = patient.rsplit("Patient/", 1)[-1]
         tx.read("Patient", patient_id)  # 404 when the caller may not see the child
-        restriction = facts_sql.PATIENT_ID == patient_id if restriction is None else \
-            (restriction & (facts_sql.PATIENT_ID == patient_id))
         patient = f"Patient/{patient_id}"
+
+    def restrict(column):
+        """The caller's restriction on a facts table's Patient id column (and the one child asked for)."""
+        restriction = tx.restriction("Patient", literal("Patient"), column)
+        if patient_id is None:
+            return restriction
+        return column == patient_id if restriction is None else (restriction & (column == patient_id))
+
     now = datetime.now(UTC)
-    results = evaluate(tx.conn, definitions, start, end, now.date(), restriction, report_type == "subject-list")
+    results = evaluate(tx.conn, definitions, start, end, now.date(), restrict, report_type == "subject-list")
     if report_type == "subject-list":
         for result in results:
             for ids in result.subjects.values():
@@ -124,27 +130,36 @@ def evaluate_measure(router, tx: Transaction, req: FhirRequest, base: str, targe
 
 
 def evaluate(conn, definitions: list[kpi_measures.GroupDefinition], start: date, end: date, as_of: date,
-             restriction, with_subjects: bool = False) -> list[kpi_measures.GroupResult]:
-    """Every group of a Measure, set-based over the facts table (also used by the monthly report)."""
+             restrict=None, with_subjects: bool = False) -> list[kpi_measures.GroupResult]:
+    """Every group of a Measure, set-based over its facts table (also used by the monthly report).
+    `restrict(patient column)` gives the caller's restriction (None: every child)."""
     results = []
     for d in definitions:
         try:
-            conds = facts_sql.population_conditions(d.populations, start, end, as_of)
+            source = measure_sql.source_of([name for _, name in d.populations])
+            conds = measure_sql.population_conditions(source, d.populations, start, end, as_of)
         except KeyError as exc:
             raise FhirError(422, "not-supported", f"group {d.id}: unknown criteria {exc}") from None
+        except ValueError as exc:
+            raise FhirError(422, "not-supported", f"group {d.id}: {exc}") from None
+        restriction = restrict(source.patient) if restrict else None
         if d.delay:
             results.append(_delay_group(conn, d, conds, as_of, restriction, with_subjects))
             continue
-        total = facts_sql.aggregate(conn, conds, restriction, None, d.observation)
+        if d.observation and d.observation not in source.observations:
+            raise FhirError(422, "not-supported", f"group {d.id}: unknown measure-observation {d.observation!r}")
+        total = measure_sql.aggregate(conn, source, conds, restriction, None, d.observation)
         row = total[0] if total else {"counts": {c: 0 for c in conds}, "observation_sum": None,
                                        "observation_count": 0}
         result = kpi_measures.GroupResult(d, row["counts"], (row["observation_sum"], row["observation_count"]))
         for expression in d.stratifiers:
-            if expression not in facts_sql.STRATIFIERS:
+            if expression not in source.stratifiers:
                 raise FhirError(422, "not-supported", f"group {d.id}: unknown stratifier {expression!r}")
-            result.strata[expression] = facts_sql.aggregate(conn, conds, restriction, expression, d.observation)
+            result.strata[expression] = measure_sql.aggregate(conn, source, conds, restriction, expression,
+                                                              d.observation)
         if with_subjects:
-            result.subjects = {code: facts_sql.subjects(conn, cond, restriction) for code, cond in conds.items()}
+            result.subjects = {code: measure_sql.subjects(conn, source, cond, restriction)
+                               for code, cond in conds.items()}
         results.append(result)
     return results
 

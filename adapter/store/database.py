@@ -16,7 +16,7 @@ from sqlmodel import SQLModel
 
 from . import tables
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Connections per engine (per server process). A process runs up to 40 requests at once in its
 # thread pool, plus reads on its event loop, the audit writer and the outbox worker. An overflow
 # connection is opened (PRAGMAs, or a PostgreSQL backend process) and closed again on every use,
@@ -104,9 +104,20 @@ def _create_v5(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=tables.V5_TABLES)
 
 
+def _create_v6(conn: Connection) -> None:
+    """The remaining measures of issue 7: kpi_assessment gains the offered own consent, the
+    quality audit and the health plan's return time (the table is derived data, so it is made
+    again); kpi_oc2 holds the SSDA903 OC2 outcomes of the cohort.
+
+    `lac-adapter db upgrade` rebuilds both from the stored resources
+    (facts_sql.rebuild_facts, oc2_sql.rebuild_oc2)."""
+    tables.assessment_fact_table.drop(conn, checkfirst=True)
+    SQLModel.metadata.create_all(conn, tables=tables.V6_TABLES)
+
+
 # Ordered upgrade steps: (version reached, function). A new schema change appends a step.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _create_v1), (2, _create_v2), (3, _create_v3),
-                                                              (4, _create_v4), (5, _create_v5)]
+                                                              (4, _create_v4), (5, _create_v5), (6, _create_v6)]
 
 
 def current_version(conn: Connection) -> int:

@@ -1,14 +1,17 @@
 """Assessment facts in SQL: the kpi_assessment table, kept up to date on every write, and the
-set-based queries the measures run over it.
+measure criteria over it.
 
 Write side: `record_facts` is called by `Transaction._record_access` (adapter/store/
 repository.py) for every resource written or deleted, in the same transaction, right after
 the access rows. A Task write recomputes its own row; a Patient or EpisodeOfCare write
 recomputes the rows of the child's Tasks (birth date, responsible LA, placement, entered-care
-date), and so does a Consent (the date consent to the IHA was given). The row itself is a plain function of the resources (adapter/kpi/rules.py).
+date) and the child's OC2 rows (oc2_sql), and so does a Consent (consent to the IHA, the young
+person's own consent offered or signed). A quality audit Observation recomputes the rows of its
+subject's Tasks (the audit of the report a Task returned); an OC2 item Observation the child's
+OC2 rows. The row itself is a plain function of the resources (adapter/kpi/rules.py).
 
-Read side: every query takes the caller's restriction on Patient ids
-(`Transaction.restriction("Patient", literal("Patient"), PATIENT_ID)`), so counts and lists
+Read side: criteria, stratifiers and observations by name, counted by
+adapter/store/measure_sql.py with the caller's restriction on Patient ids, so counts and lists
 only ever include children the caller may see. Aggregates are GROUP BY queries; no loop over
 rows in Python.
 """
@@ -24,11 +27,14 @@ from sqlalchemy.sql import ColumnElement
 from ..fhir import jsonio
 from ..fhir.references import local_id
 from ..kpi import rules as kpi
+from ..kpi.quality import default_checklist
 from ..security.access import ods_of
 from .access_sql import _compartment_resources, _resource, organisation_ods
+from . import oc2_sql
 from .tables import (
     assessment_fact_table,
     compartment_table,
+    reference_index_table,
     resource_table,
     version_table,
 )
@@ -38,7 +44,8 @@ R = resource_table
 V = version_table
 CP = compartment_table
 PATIENT_ID = F.c.patient_id
-RELATED = ("Task", "Patient", "EpisodeOfCare", "Consent")
+IX = reference_index_table
+RELATED = ("Task", "Patient", "EpisodeOfCare", "Consent", "Observation")
 
 
 # -- write side ----------------------------------------------------------------------------
@@ -49,22 +56,40 @@ def record_facts(conn, body: dict, reference_rows: list[dict], deleted: bool = F
     if rtype not in RELATED:
         return
     rid = body["id"]
+    if rtype == "Observation":  # a quality audit (the Tasks' facts) or an OC2 item (the child's OC2 rows)
+        audit, oc2 = deleted or kpi.is_quality_audit(body), deleted or oc2_sql.concerns(body)
+        if not (audit or oc2):
+            return
+        patients = _patients(conn, rtype, rid, reference_rows, deleted)
+        for patient_id in sorted(patients) if oc2 else ():
+            oc2_sql.refresh_child(conn, patient_id)
+        for task_id in tasks_of(conn, patients) if audit else ():
+            refresh_task(conn, task_id)
+        return
     if rtype == "Task":
         if deleted or kpi.assessment_type(body) is None:
             conn.execute(delete(F).where(F.c.task_id == rid))
         else:
             refresh_task(conn, rid)
         return
-    if rtype == "Patient":
-        patients = {rid}
-    else:
-        patients = {r["target_id"] for r in reference_rows
-                    if r["param"] == "patient" and r.get("target_type") == "Patient" and r.get("target_id")}
-        if deleted:
-            patients |= set(conn.execute(select(CP.c.patient_id).where(
-                CP.c.res_type == rtype, CP.c.res_id == rid)).scalars())
+    patients = _patients(conn, rtype, rid, reference_rows, deleted)
     for task_id in tasks_of(conn, patients):
         refresh_task(conn, task_id)
+    if rtype in ("Patient", "EpisodeOfCare"):
+        for patient_id in sorted(patients):
+            oc2_sql.refresh_child(conn, patient_id)
+
+
+def _patients(conn, rtype: str, rid: str, reference_rows: list[dict], deleted: bool) -> set[str]:
+    """The children a resource just written (or deleted) is about."""
+    if rtype == "Patient":
+        return {rid}
+    patients = {r["target_id"] for r in reference_rows
+                if r["param"] == "patient" and r.get("target_type") == "Patient" and r.get("target_id")}
+    if deleted:
+        patients |= set(conn.execute(select(CP.c.patient_id).where(
+            CP.c.res_type == rtype, CP.c.res_id == rid)).scalars())
+    return patients
 
 
 def tasks_of(conn, patients: Iterable[str]) -> list[str]:
@@ -106,7 +131,20 @@ def refresh_task(conn, task_id: str) -> None:
                                  consents=consents)
     if facts is None:
         return
+    facts["audit_score"], facts["audit_passed"] = audit_of(conn, facts["response_id"])
     conn.execute(insert(F).values(task_id=task_id, patient_id=patient_id, **facts))
+
+
+def audit_of(conn, response_id: str | None) -> tuple[int | None, bool | None]:
+    """(score, passed) of the quality audit of an assessment's QuestionnaireResponse: the
+    audit Observations whose focus it is (found by the reference index)."""
+    if not response_id:
+        return None, None
+    ids = select(IX.c.res_id).where(IX.c.res_type == "Observation", IX.c.param == "focus",
+                                    IX.c.target_type == "QuestionnaireResponse", IX.c.target_id == response_id)
+    contents = conn.execute(select(R.c.content).where(R.c.res_type == "Observation", R.c.res_id.in_(ids),
+                                                      R.c.deleted == false())).scalars()
+    return kpi.audit_outcome([jsonio.loads(c) for c in contents if c], default_checklist().pass_mark)
 
 
 def rebuild_facts(conn, batch: int = 500) -> int:
@@ -161,64 +199,35 @@ CRITERIA: dict[str, Criterion] = {
     "returned-in-period": lambda start, end, as_of: and_(F.c.counted.is_(True), F.c.done >= start, F.c.done <= end),
     "quality-assured": lambda start, end, as_of: F.c.quality_assured.is_not(None),
 }
-# Observations (measure-observation criteria) and stratifiers (stratifier.criteria): columns.
-OBSERVATIONS = {"turnaround-working-days": F.c.turnaround_wd}
-STRATIFIERS = {"la": F.c.la, "provider": F.c.provider, "placement": F.c.placement, "age-band": F.c.age_band}
-PARENT = {"denominator": "initial-population", "numerator": "denominator",
-          "denominator-exclusion": "denominator", "numerator-exclusion": "numerator",
-          "measure-population": "initial-population"}
 
 
-def population_conditions(populations: list[tuple[str, str]], start: date, end: date,
-                          as_of: date) -> dict[str, ColumnElement]:
-    """{population code: SQL condition} for (code, criteria name) pairs, each within its parent."""
-    conds: dict[str, ColumnElement] = {}
-    for code, name in populations:
-        if name not in CRITERIA:
-            raise KeyError(name)
-        cond = CRITERIA[name](start, end, as_of)
-        parent = PARENT.get(code)
-        if parent in conds:
-            cond = and_(conds[parent], cond)
-        conds[code] = cond
-    return conds
+def _tariff() -> ColumnElement:
+    """The tariff of an assessment (config/kpi.toml [tariff.amounts]), as a CASE on its kind."""
+    amounts = kpi.load_kpi_rules().tariffs
+    if not amounts:
+        return literal(None)
+    return case(*[(F.c.assessment == kind, literal(amount)) for kind, amount in sorted(amounts.items())], else_=None)
 
 
-def aggregate(conn, conds: dict[str, ColumnElement], restriction: ColumnElement | None,
-              stratifier: str | None = None, observation: str | None = None,
-              observed: str = "measure-population") -> list[dict]:
-    """One GROUP BY query: per stratum (or one row), the count of each population and, with an
-    observation, its sum and count over the `observed` population. Rows:
-    {"stratum": value or None, "counts": {code: n}, "observation_sum": x, "observation_count": n}."""
-    column = STRATIFIERS[stratifier] if stratifier else None
-    codes = list(conds)
-    cols = [func.sum(case((conds[c], 1), else_=0)).label(f"p{i}") for i, c in enumerate(codes)]
-    if observation:
-        value = OBSERVATIONS[observation]
-        within = conds.get(observed, literal(True))
-        cols.append(func.sum(case((within, value), else_=None)).label("obs_sum"))
-        cols.append(func.count(case((and_(within, value.is_not(None)), 1), else_=None)).label("obs_n"))
-    base = conds.get("initial-population", or_(*conds.values()))
-    stmt = select(*([column.label("stratum")] if column is not None else []), *cols).select_from(F).where(base)
-    if restriction is not None:
-        stmt = stmt.where(restriction)
-    if column is not None:
-        stmt = stmt.group_by(column).order_by(column)
-    out = []
-    for row in conn.execute(stmt).mappings():
-        counts = {c: int(row[f"p{i}"] or 0) for i, c in enumerate(codes)}  # (SUM of no rows is NULL)
-        out.append({"stratum": row["stratum"] if column is not None else None, "counts": counts,
-                    "observation_sum": (row["obs_sum"] if observation else None),
-                    "observation_count": int(row["obs_n"] or 0) if observation else 0})
-    return out
+def _payable(start: date, end: date, as_of: date) -> ColumnElement:
+    """The tariff is owed: the report returned and (config/kpi.toml) the quality audit passed."""
+    returned = F.c.done.is_not(None)
+    return and_(returned, F.c.audit_passed.is_(True)) if kpi.load_kpi_rules().tariff_needs_audit_pass else returned
 
 
-def subjects(conn, cond: ColumnElement, restriction: ColumnElement | None) -> list[str]:
-    """The children (Patient ids) in a population, each once, in id order."""
-    stmt = select(F.c.patient_id).where(cond, F.c.patient_id.is_not(None)).distinct().order_by(F.c.patient_id)
-    if restriction is not None:
-        stmt = stmt.where(restriction)
-    return list(conn.execute(stmt).scalars())
+CRITERIA.update({
+    "own-consent-offered": lambda start, end, as_of: F.c.offered_consent.is_not(None),
+    "audited": lambda start, end, as_of: F.c.audit_score.is_not(None),
+    "audit-passed": lambda start, end, as_of: F.c.audit_passed.is_(True),
+    "returned-in-period-assessment-recorded": lambda start, end, as_of: and_(
+        CRITERIA["returned-in-period"](start, end, as_of), F.c.plan_return_wd.is_not(None)),
+    "health-plan-in-time": lambda start, end, as_of: F.c.plan_return_wd <= kpi.load_kpi_rules().health_plan_return_wd,
+    "tariff-payable": _payable,
+})
+# Observations (measure-observation criteria) and stratifiers (stratifier.criteria): expressions.
+OBSERVATIONS = {"turnaround-working-days": lambda: F.c.turnaround_wd, "tariff": _tariff}
+STRATIFIERS = {"la": lambda: F.c.la, "provider": lambda: F.c.provider, "placement": lambda: F.c.placement,
+               "age-band": lambda: F.c.age_band}
 
 
 def rows(conn, cond: ColumnElement, restriction: ColumnElement | None) -> list[dict]:

@@ -147,6 +147,7 @@ class SchemaVersion(SQLModel, table=True):
 
 resource_table = ResourceRow.__table__
 version_table = VersionRow.__table__
+reference_index_table = ReferenceIndex.__table__
 INDEX_TABLES = {
     "string": StringIndex.__table__,
     "token": TokenIndex.__table__,
@@ -308,7 +309,8 @@ class AssessmentFactRow(SQLModel, table=True):
     __tablename__ = "kpi_assessment"
     __table_args__ = (Index("ix_kpi_assessment_due", "assessment", "due"),
                       Index("ix_kpi_assessment_patient", "patient_id"),
-                      Index("ix_kpi_assessment_requested", "placement", "requested"))
+                      Index("ix_kpi_assessment_requested", "placement", "requested"),
+                      Index("ix_kpi_assessment_done", "done"))  # schema 6: reports returned in a period
 
     task_id: str = Field(sa_column=Column(String(ID_LEN), primary_key=True))
     patient_id: str | None = Field(default=None, sa_column=Column(String(ID_LEN), nullable=True))
@@ -337,7 +339,43 @@ class AssessmentFactRow(SQLModel, table=True):
     turnaround_wd: int | None = None
     age_at_due: int | None = None
     own_consent: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    # schema 6
+    offered_consent: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    response_id: str | None = Field(default=None, sa_column=Column(String(ID_LEN), nullable=True))
+    audit_score: int | None = None                                            # latest quality audit, %
+    audit_passed: bool | None = None                                          # score >= the pass mark
+    plan_return_wd: int | None = None                                         # assessment -> report returned
 
 
 assessment_fact_table = AssessmentFactRow.__table__
 V5_TABLES = [assessment_fact_table]
+
+
+class Oc2FactRow(SQLModel, table=True):
+    """Per child in the SSDA903 OC2 cohort (looked after continuously for 12 months at 31 March)
+    and census year, the OC2 health outcomes (adapter/kpi/oc2.py), kept by
+    adapter/store/oc2_sql.py in the transaction of every write that changes them."""
+
+    __tablename__ = "kpi_oc2"
+    __table_args__ = (Index("ix_kpi_oc2_census", "census"),)
+
+    patient_id: str = Field(sa_column=Column(String(ID_LEN), primary_key=True))
+    year: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    census: date = Field(sa_column=Column(Date, nullable=False))              # 31 March of `year`
+    la: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    placement: str = Field(sa_column=Column(String(16), nullable=False))
+    age_band: str | None = Field(default=None, sa_column=Column(String(16), nullable=True))
+    birth_date: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    health_check_applies: bool = False                                        # under 5 at 31 March
+    sdq_applies: bool = False                                                 # aged 4-16 in the year
+    immunisations: bool | None = None                                         # None: not recorded
+    teeth_check: bool | None = None
+    health_assessment: bool | None = None
+    health_check: bool | None = None
+    substance_misuse: bool | None = None
+    sdq_score: int | None = None
+    sdq_reason: str | None = Field(default=None, sa_column=Column(String(16), nullable=True))
+
+
+oc2_fact_table = Oc2FactRow.__table__
+V6_TABLES = [assessment_fact_table, oc2_fact_table]

@@ -264,8 +264,8 @@ def test_young_people_signing_their_own_consent_and_quality_assurance(fhir, tag)
     own_consent(fhir, tag, y1, "2021-08-20", "young-person")   # stored after the Task: the facts follow
 
     own = evaluate(fhir, "young-people-own-consent", "2021-09-01", "2021-09-30")
-    assert counts(group(own, "own-consent")["population"]) == {"initial-population": 2, "denominator": 2, "numerator": 1}
-    assert set(strata(own, "own-consent", "age-band")) == {"16-17"}
+    assert counts(group(own, "signed")["population"]) == {"initial-population": 2, "denominator": 2, "numerator": 1}
+    assert set(strata(own, "signed", "age-band")) == {"16-17"}
     qa = evaluate(fhir, "assessments-quality-assured", "2021-09-01", "2021-09-30")
     assert counts(group(qa, "quality-assured")["population"]) == {"initial-population": 2, "denominator": 2,
                                                                   "numerator": 1}

@@ -40,7 +40,12 @@ def test_monthly_dataset_has_the_measures_and_the_children_behind_them(fhir, tag
     cause = next(r for r in measures if r["group"] == "delay-reasons" and r["stratum"] == "notification")
     assert cause["initial_population"] == "1"
     assert {r["measure"] for r in measures} == {"iha-within-20-working-days", "rha-by-due-date", "out-of-area-requests",
-                                                "young-people-own-consent", "assessments-quality-assured"}
+                                                "young-people-own-consent", "assessments-quality-assured",
+                                                "assessments-passing-quality-audit", "health-plans-returned-in-time",
+                                                "out-of-area-tariff", "oc2-health-outcomes"}
+    tariff = next(r for r in measures if r["measure"] == "out-of-area-tariff" and r["group"] == "payable"
+                  and not r["stratifier"])
+    assert (tariff["score"], tariff["unit"]) == ("0.0", "GBP")
 
     with open(tmp_path / "lac-kpi-2021-11-children.csv", encoding="utf-8") as fh:
         children = {r["patient_id"]: r for r in csv.DictReader(fh) if r["patient_id"] in (k1, k2)}
@@ -89,7 +94,8 @@ def test_db_upgrade_builds_the_facts_of_tasks_stored_before_them(tmp_path):
     with engine.begin() as conn:  # as a database of schema 4 would be: no facts table
         conn.execute(delete(facts_sql.F))
         conn.execute(text("DROP TABLE kpi_assessment"))
-        conn.execute(text("DELETE FROM schema_version WHERE version = 5"))
+        conn.execute(text("DROP TABLE kpi_oc2"))
+        conn.execute(text("DELETE FROM schema_version WHERE version >= 5"))
     engine.dispose()
 
     result = CliRunner().invoke(app, ["db", "upgrade", "--database", url])
