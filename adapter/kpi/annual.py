@@ -103,7 +103,7 @@ def annual_summary(conn, measures: list[dict], year: int, as_of: date, restricti
                 summary.delay += _delay(row)
     for period, first, last in months(year) + quarters(year):
         for measure in runnable:
-            for row in scores.evaluate_groups(conn, measure, first, last, as_of, restriction, delay=False):
+            for row in scores.evaluate_groups(conn, measure, first, last, as_of, restriction, "scores"):
                 summary.periods.append(_flat(row, period=period, start=first.isoformat(), end=last.isoformat()))
     return summary
 

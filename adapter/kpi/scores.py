@@ -29,22 +29,32 @@ def scoring_of(measure: dict) -> str | None:
 
 
 def runnable(measure: dict) -> bool:
-    """Our own Measures only (criteria in text/x-lac-kpi): others stored on the server are skipped."""
+    """Measures the facts can answer (criteria in text/x-lac-kpi naming known definitions):
+    any other Measure stored on the server is skipped rather than failing the whole view."""
+    from ..store.facts_sql import CRITERIA, OBSERVATIONS, STRATIFIERS
+
     try:
-        return bool(kpi_measures.group_definitions(measure))
+        definitions = kpi_measures.group_definitions(measure)
     except ValueError:
         return False
+    return bool(definitions) and all(
+        all(name in CRITERIA for _, name in d.populations)
+        and (d.observation is None or d.observation in OBSERVATIONS)
+        and all(s in STRATIFIERS or s == kpi_measures.BREACH_SEGMENT for s in d.stratifiers)
+        for d in definitions)
 
 
 def evaluate_groups(conn, measure: dict, start: date, end: date, as_of: date, restriction,
-                    delay: bool = True) -> list[dict]:
+                    which: str = "all") -> list[dict]:
     """One row per group of the Measure for the period: populations, score, target, met.
 
-    `delay=False` leaves out the reasons-for-delay groups (no score; costly per month)."""
+    `which`: "all" groups, "scores" (without the reasons-for-delay groups, which have no score
+    and cost a pass over the late IHAs: left out of per-month trends) or "delay" (only those)."""
     from ..rest.measure_ops import evaluate
 
     definitions = [replace(d, stratifiers=[s for s in d.stratifiers if s == kpi_measures.BREACH_SEGMENT])
-                   for d in kpi_measures.group_definitions(measure) if delay or not d.delay]
+                   for d in kpi_measures.group_definitions(measure)
+                   if which == "all" or (which == "delay") == d.delay]
     results = evaluate(conn, definitions, start, end, as_of, restriction)
     report = kpi_measures.measure_report(measure, results, start, end, "summary", "", None)
     target = target_of(measure)
