@@ -3,10 +3,11 @@ element, no external resource), so the page needs nothing beyond its strict CSP.
 
 from __future__ import annotations
 
+import math
 from html import escape
 
 WIDTH, HEIGHT = 380, 170
-LEFT, RIGHT, TOP, BOTTOM = 44, 10, 12, 28
+LEFT, RIGHT, TOP, BOTTOM = 44, 24, 12, 28
 LINE, TARGET, GRID, TEXT = "#005eb8", "#d5281b", "#d8dde0", "#425563"
 MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 
@@ -23,7 +24,7 @@ def month_label(month: str) -> str:
 def line_chart(points: list[tuple[str, float | None]], target: float | None, percent: bool, title: str) -> str:
     """A line over the months (gaps where a month had no one to count), the target dashed."""
     values = [v for _, v in points if v is not None]
-    top = 1.0 if percent else max([*values, target or 0, 1]) * 1.15
+    top = 1.0 if percent else 5.0 * math.ceil(max([*values, target or 0, 1]) * 1.1 / 5)  # 0, half, top: round
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     step = plot_w / max(len(points) - 1, 1)
 
