@@ -35,7 +35,8 @@ def _count(value) -> str:
 
 def page(data: dict) -> str:
     caller = data.get("caller") or {}
-    who = escape(" ".join(filter(None, [caller.get("organisation"), f"({caller['role']})" if caller.get("role") else None])))
+    role = f"({caller['role']})" if caller.get("role") else None
+    who = escape(" ".join(filter(None, [caller.get("organisation"), role])))
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              f"<title>LAC health assessments: {escape(data['month'])}</title>", f"<style>{STYLE}</style></head><body>",

@@ -110,7 +110,8 @@ def annual_summary(conn, measures: list[dict], year: int, as_of: date, restricti
 
 def _children(conn, start: date, end: date, restriction) -> list[dict]:
     """Children with an IHA or RHA due in the year: in all, by assessment, placement and age band."""
-    rows = [{"breakdown": "all", "value": "", "children": dashboard_sql.children_due(conn, start, end, restriction)[None]}]
+    total = dashboard_sql.children_due(conn, start, end, restriction)[None]
+    rows = [{"breakdown": "all", "value": "", "children": total}]
     for by in ("assessment", "placement", "age_band"):
         for value, n in dashboard_sql.children_due(conn, start, end, restriction, by).items():
             rows.append({"breakdown": by.replace("_", "-"), "value": value if value is not None else "unknown",

@@ -18,7 +18,7 @@ SECTIONS = {
 
 
 def cell(value) -> str:
-    """A table cell: proportions as percentages are left to the reader; booleans as yes/no."""
+    """A table cell: empty for nothing, yes/no for a boolean, else the value as it is."""
     if value is None:
         return ""
     if isinstance(value, bool):
