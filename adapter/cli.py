@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from . import cli_annual  # noqa: F401 - registers `report annual` on report_app
 from .cli_fixtures import fixtures_app
 from .cli_report import report_app
 from .config import load_settings

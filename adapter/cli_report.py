@@ -27,7 +27,7 @@ import typer
 
 from .config import PROJECT_ROOT, load_settings
 
-report_app = typer.Typer(help="Commissioning reports: the monthly KPI dataset.", no_args_is_help=True)
+report_app = typer.Typer(help="Commissioning reports: the monthly KPI dataset and the annual summary.", no_args_is_help=True)
 MEASURES_DIR = PROJECT_ROOT / "profiles" / "measures"
 MEASURE_COLUMNS = ["measure", "title", "group", "stratifier", "stratum", "initial_population", "denominator",
                    "numerator", "measure_population", "score", "unit", "target"]

@@ -34,6 +34,7 @@ from ..validation.terminology import default_terminology
 from ..validation.validator import Validator
 from . import formats
 from .auth_routes import auth_routes
+from .dashboard_routes import dashboard_routes
 from .hardening import install_hardening
 
 log = logging.getLogger("adapter.api")
@@ -72,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     endpoint = FhirEndpoint(router, settings, authenticator)
     app.router.routes.extend(auth_routes(authenticator, settings.base_url))  # before the /fhir mount
+    app.router.routes.extend(dashboard_routes(router, authenticator, settings))
     app.router.routes.append(Route("/fhir/openapi.json", _openapi_endpoint(router, settings)))
     app.router.routes.append(Route("/fhir", endpoint))  # the base itself: transactions, system search
     app.mount("/fhir", endpoint)

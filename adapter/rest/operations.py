@@ -235,4 +235,5 @@ OPERATIONS = {
     "import-903": _document_operation("ssda903", "import-903"),
     "process-message": lambda *a: __import__("adapter.exchange.messaging", fromlist=["x"]).process_message(*a),
     "evaluate-measure": lambda *a: __import__("adapter.rest.measure_ops", fromlist=["x"]).evaluate_measure(*a),
+    "dashboard": lambda *a: __import__("adapter.rest.dashboard_op", fromlist=["x"]).dashboard(*a),
 }

@@ -21,6 +21,9 @@ ROLE_TOKENS = {
                          scopes=ALL),
     "la-read-only": DevToken(token="test-la-read-token", organisation="LA-DEMO-1", role="local-authority",
                              scopes=("system/*.rs",)),
+    # may read Measures and Tasks but not Patients: too little for the dashboard, which names children
+    "la-no-patients": DevToken(token="test-la-no-patients-token", organisation="LA-DEMO-1",
+                               role="local-authority", scopes=("system/Measure.rs", "system/Task.rs")),
 }
 TEST_TOKENS = (DevToken(token=ADMIN_TOKEN, organisation="TEST-ADMIN", role="administrator", scopes=ALL),
                *ROLE_TOKENS.values())
