@@ -47,7 +47,7 @@ def trend_months(first_of_month: date, count: int = TREND_MONTHS) -> list[tuple[
     return out[::-1]
 
 
-def assemble(conn, restriction, measures: list[dict], month: date, as_of: date, patients: PatientReader,
+def assemble(conn, restrict, measures: list[dict], month: date, as_of: date, patients: PatientReader,
              ahead_days: int | None = None) -> dict:
     """The dashboard's data for the month starting `month` (its first day), clocks judged `as_of`."""
     months = trend_months(month)
@@ -57,14 +57,14 @@ def assemble(conn, restriction, measures: list[dict], month: date, as_of: date, 
     kpis, delay = [], []
     for measure in sorted(runnable, key=lambda m: m.get("id") or ""):
         groups = []
-        current = scores.evaluate_groups(conn, measure, start, end, as_of, restriction, "scores")
+        current = scores.evaluate_groups(conn, measure, start, end, as_of, restrict, "scores")
         history = {label: {r["group"]: r for r in scores.evaluate_groups(conn, measure, first, last, as_of,
-                                                                          restriction, "scores")}
+                                                                          restrict, "scores")}
                    for label, first, last in months}
         for row in current:
             groups.append({**_group(row), "trend": [_point(label, history[label].get(row["group"]))
                                                     for label, _, _ in months]})
-        for row in scores.evaluate_groups(conn, measure, window[0], window[1], as_of, restriction, "delay"):
+        for row in scores.evaluate_groups(conn, measure, window[0], window[1], as_of, restrict, "delay"):
             delay.append({"measure": row["measure"], "group": row["group"],
                           "late": row["populations"].get("initial-population", 0),
                           "segments": _segments(row["segments"])})
@@ -73,7 +73,7 @@ def assemble(conn, restriction, measures: list[dict], month: date, as_of: date, 
     ahead = due_within_days() if ahead_days is None else ahead_days
     return {"month": months[-1][0], "period": {"start": start.isoformat(), "end": end.isoformat()},
             "asOf": as_of.isoformat(), "trendMonths": [label for label, _, _ in months],
-            "measures": kpis, "due": due_list(conn, restriction, as_of, ahead, patients),
+            "measures": kpis, "due": due_list(conn, restrict, as_of, ahead, patients),
             "dueWithinDays": ahead,
             "delay": {"period": {"start": window[0].isoformat(), "end": window[1].isoformat()}, "groups": delay}}
 
@@ -94,10 +94,10 @@ def _segments(rows: list[dict]) -> list[dict]:
     return [{**s, "allowance": allowances.get(s["segment"]) if s["segment"] in SEGMENTS else None} for s in rows]
 
 
-def due_list(conn, restriction, as_of: date, ahead_days: int, patients: PatientReader) -> list[dict]:
+def due_list(conn, restrict, as_of: date, ahead_days: int, patients: PatientReader) -> list[dict]:
     """Open IHAs/RHAs overdue or due within `ahead_days`, most overdue first, with the child's
     name and NHS number (children `patients` does not return are left out)."""
-    rows = dashboard_sql.open_assessments(conn, as_of + timedelta(days=ahead_days), restriction)
+    rows = dashboard_sql.open_assessments(conn, as_of + timedelta(days=ahead_days), restrict)
     found = patients(sorted({r["patient_id"] for r in rows}))
     out = []
     for r in rows:

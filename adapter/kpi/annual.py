@@ -90,30 +90,30 @@ def _flat(row: dict, **extra) -> dict:
             "score": row["score"], "unit": row.get("unit"), "target": row["target"], "met": row["met"]}
 
 
-def annual_summary(conn, measures: list[dict], year: int, as_of: date, restriction=None) -> AnnualSummary:
+def annual_summary(conn, measures: list[dict], year: int, as_of: date, restrict=None) -> AnnualSummary:
     """Everything of the year's summary; `measures` are the published Measures (any number)."""
     start, end = financial_year(year)
     summary = AnnualSummary(year, start, end, as_of)
-    summary.children = _children(conn, start, end, restriction)
+    summary.children = _children(conn, start, end, restrict)
     runnable = [m for m in measures if scores.runnable(m)]
     for measure in runnable:
-        for row in scores.evaluate_groups(conn, measure, start, end, as_of, restriction):
+        for row in scores.evaluate_groups(conn, measure, start, end, as_of, restrict):
             summary.measures.append(_flat(row))
             if row["delay"]:
                 summary.delay += _delay(row)
     for period, first, last in months(year) + quarters(year):
         for measure in runnable:
-            for row in scores.evaluate_groups(conn, measure, first, last, as_of, restriction, "scores"):
+            for row in scores.evaluate_groups(conn, measure, first, last, as_of, restrict, "scores"):
                 summary.periods.append(_flat(row, period=period, start=first.isoformat(), end=last.isoformat()))
     return summary
 
 
-def _children(conn, start: date, end: date, restriction) -> list[dict]:
+def _children(conn, start: date, end: date, restrict) -> list[dict]:
     """Children with an IHA or RHA due in the year: in all, by assessment, placement and age band."""
-    total = dashboard_sql.children_due(conn, start, end, restriction)[None]
+    total = dashboard_sql.children_due(conn, start, end, restrict)[None]
     rows = [{"breakdown": "all", "value": "", "children": total}]
     for by in ("assessment", "placement", "age_band"):
-        for value, n in dashboard_sql.children_due(conn, start, end, restriction, by).items():
+        for value, n in dashboard_sql.children_due(conn, start, end, restrict, by).items():
             rows.append({"breakdown": by.replace("_", "-"), "value": value if value is not None else "unknown",
                          "children": n})
     return rows

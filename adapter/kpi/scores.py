@@ -31,20 +31,20 @@ def scoring_of(measure: dict) -> str | None:
 def runnable(measure: dict) -> bool:
     """Measures the facts can answer (criteria in text/x-lac-kpi naming known definitions):
     any other Measure stored on the server is skipped rather than failing the whole view."""
-    from ..store.facts_sql import CRITERIA, OBSERVATIONS, STRATIFIERS
+    from ..store.measure_sql import source_of
 
     try:
         definitions = kpi_measures.group_definitions(measure)
-    except ValueError:
+        sources = [source_of([name for _, name in d.populations]) for d in definitions]
+    except (KeyError, ValueError):
         return False
     return bool(definitions) and all(
-        all(name in CRITERIA for _, name in d.populations)
-        and (d.observation is None or d.observation in OBSERVATIONS)
-        and all(s in STRATIFIERS or s == kpi_measures.BREACH_SEGMENT for s in d.stratifiers)
-        for d in definitions)
+        (d.observation is None or d.observation in source.observations)
+        and all(s in source.stratifiers or s == kpi_measures.BREACH_SEGMENT for s in d.stratifiers)
+        for d, source in zip(definitions, sources, strict=True))
 
 
-def evaluate_groups(conn, measure: dict, start: date, end: date, as_of: date, restriction,
+def evaluate_groups(conn, measure: dict, start: date, end: date, as_of: date, restrict,
                     which: str = "all") -> list[dict]:
     """One row per group of the Measure for the period: populations, score, target, met.
 
@@ -55,7 +55,7 @@ def evaluate_groups(conn, measure: dict, start: date, end: date, as_of: date, re
     definitions = [replace(d, stratifiers=[s for s in d.stratifiers if s == kpi_measures.BREACH_SEGMENT])
                    for d in kpi_measures.group_definitions(measure)
                    if which == "all" or (which == "delay") == d.delay]
-    results = evaluate(conn, definitions, start, end, as_of, restriction)
+    results = evaluate(conn, definitions, start, end, as_of, restrict)
     report = kpi_measures.measure_report(measure, results, start, end, "summary", "", None)
     target = target_of(measure)
     scoring = scoring_of(measure)

@@ -21,7 +21,6 @@ from sqlalchemy import literal
 from ..dashboard import data
 from ..fhir.errors import FhirError, bad_request
 from ..security import scopes
-from ..store import facts_sql
 from ..store.repository import Transaction
 from .messages import FhirRequest, FhirResponse
 
@@ -42,8 +41,10 @@ def dashboard(router, tx: Transaction, req: FhirRequest, base: str, target: list
     today = datetime.now(UTC).date()
     as_of = _date(params.get("asOf"), "asOf") or today
     month = _month(params.get("month")) or as_of.replace(day=1)
-    restriction = tx.restriction("Patient", literal("Patient"), facts_sql.PATIENT_ID)
-    body = data.assemble(tx.conn, restriction, published_measures(router, tx), month, as_of,
+    def restrict(column):
+        return tx.restriction("Patient", literal("Patient"), column)
+
+    body = data.assemble(tx.conn, restrict, published_measures(router, tx), month, as_of,
                          lambda ids: read_patients(router, tx, ids))
     body["generated"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     body["caller"] = {"organisation": caller.organisation, "role": caller.role}

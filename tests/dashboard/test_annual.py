@@ -1,5 +1,5 @@
-"""`lac-adapter report annual`: the financial year 2018-19 (no other test has assessments due
-then), four children with hand-computed values.
+"""`lac-adapter report annual`: the financial year 2018-19 on a database of this module's own
+(the report counts every child held), four children with hand-computed values.
 
 - c1, c2 entered care Monday 4 June 2018: IHA due Monday 2 July (20 working days, no bank
   holiday in June). c1's report came back 29 June (on time); c2's 10 July (late: the LA told
@@ -14,11 +14,15 @@ from __future__ import annotations
 import csv
 import zipfile
 
+import pytest
+
 from typer.testing import CliRunner
 
 from adapter.cli import app
 from adapter.cli_report import load_measures
+from tests.conftest import Fhir
 from tests.kpi.population import assessment, child, episode, iha_steps, organisation
+from tests.support.server import postgres_database, require_postgres, running_server
 
 PROVIDER = "ZDB18"  # this module's own provider code
 
@@ -47,7 +51,22 @@ def _read(path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def test_annual_summary_of_the_financial_year(fhir, tag, database_url, tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def own_database(request, tmp_path):
+    """(client, database URL) of a server on an empty database: the annual summary counts every
+    child held, so other modules' children on the shared server must not be there."""
+    if request.param == "postgresql":
+        require_postgres()
+        with postgres_database() as url, running_server(url) as base:
+            yield Fhir(base), url
+        return
+    url = f"sqlite:///{tmp_path / 'annual.sqlite3'}"
+    with running_server(url) as base:
+        yield Fhir(base), url
+
+
+def test_annual_summary_of_the_financial_year(own_database, tag, tmp_path):
+    fhir, database_url = own_database
     population(fhir, tag)
     result = CliRunner().invoke(app, ["report", "annual", "--year", "2018-19", "--out", str(tmp_path),
                                       "--database", database_url, "--as-of", "2019-06-01"])
