@@ -135,14 +135,12 @@ def evaluate(conn, definitions: list[kpi_measures.GroupDefinition], start: date,
         if d.delay:
             results.append(_delay_group(conn, d, conds, as_of, restriction, with_subjects))
             continue
-        total = facts_sql.aggregate(conn, conds, restriction, None, d.observation)
-        row = total[0] if total else {"counts": {c: 0 for c in conds}, "observation_sum": None,
-                                       "observation_count": 0}
-        result = kpi_measures.GroupResult(d, row["counts"], (row["observation_sum"], row["observation_count"]))
         for expression in d.stratifiers:
             if expression not in facts_sql.STRATIFIERS:
                 raise FhirError(422, "not-supported", f"group {d.id}: unknown stratifier {expression!r}")
-            result.strata[expression] = facts_sql.aggregate(conn, conds, restriction, expression, d.observation)
+        row, strata = facts_sql.aggregate_strata(conn, conds, restriction, d.stratifiers, d.observation)
+        result = kpi_measures.GroupResult(d, row["counts"], (row["observation_sum"], row["observation_count"]),
+                                          strata=strata)
         if with_subjects:
             result.subjects = {code: facts_sql.subjects(conn, cond, restriction) for code, cond in conds.items()}
         results.append(result)
