@@ -78,6 +78,7 @@ class Sampler(threading.Thread):
                             "rss_mb": round(vm_mb(self.pid, "VmRSS"), 1), "hwm_mb": round(vm_hwm_mb(self.pid), 1),
                             "server_cpu_s": round(cpu_s(self.pid) - self.cpu0, 1),
                             "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3])})
+        print(json.dumps({"checkpoint": self.points[-1]}), flush=True)   # as it goes: a long run can be cut short
 
     def run(self) -> None:
         mark = self.every

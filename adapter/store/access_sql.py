@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
-from sqlalchemy import and_, delete, exists, false, literal, or_, select, true, tuple_
+from sqlalchemy import and_, delete, exists, false, literal, or_, select, true
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql import ColumnElement
@@ -234,13 +234,19 @@ def _compartment_resources(conn, rtype: str, patient_id: str) -> list[dict]:
 
 
 def patients_by_key(conn, keys) -> dict[tuple[str, str], set[str]]:
-    """For each (type, id), the children it is about: one query per 500 keys, for a batch."""
+    """For each (type, id), the children it is about: one query per 500 keys, for a batch.
+
+    Written as `res_type = t AND res_id IN (...)` per type: SQLite does not look a row value
+    `(res_type, res_id) IN (VALUES ...)` up in the primary key but scans the whole table, which
+    made every Provenance and audited write slower as the store grew (bench/load_population.py)."""
     out: dict[tuple[str, str], set[str]] = {k: ({k[1]} if k[0] == "Patient" else set()) for k in keys}
     others = sorted(k for k in out if k[0] != "Patient")
     for start in range(0, len(others), 500):
-        chunk = others[start:start + 500]
+        by_type: dict[str, list[str]] = {}
+        for rtype, rid in others[start:start + 500]:
+            by_type.setdefault(rtype, []).append(rid)
         for rtype, rid, pid in conn.execute(select(CP.c.res_type, CP.c.res_id, CP.c.patient_id).where(
-                tuple_(CP.c.res_type, CP.c.res_id).in_(chunk))):
+                or_(*[and_(CP.c.res_type == t, CP.c.res_id.in_(ids)) for t, ids in by_type.items()]))):
             out[(rtype, rid)].add(pid)
     return out
 
