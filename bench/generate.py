@@ -65,6 +65,8 @@ def run(children: int, seed: int, workers: int, exact: bool, documents: bool, ke
         "peak_rss_parent_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peak_rss_worker_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
         "cpu_ours_s": round(ours, 1),
+        "cpu_parent_s": round(own1.user - own0.user + own1.system - own0.system, 1),
+        "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "cpu_others_s": round(max(machine_busy - ours, 0.0), 1),
         "mapping": manifest["run"],
         "iha_share_in_time": manifest["iha"]["shareInTime"],
@@ -94,8 +96,9 @@ def main() -> None:
         print(f"{n:>7} children: {result['seconds']:>7.1f} s  {result['children_per_s']:>6.1f} children/s  "
               f"{result['bundles_per_s']:>7.1f} Bundles/s  {result['resources_per_s']:>7.1f} resources/s  "
               f"{result['output_mb']:>8.1f} MB  peak RSS parent {result['peak_rss_parent_mb']} MB, "
-              f"worker {result['peak_rss_worker_mb']} MB  (CPU ours {result['cpu_ours_s']} s, "
-              f"others {result['cpu_others_s']} s)", flush=True)
+              f"worker {result['peak_rss_worker_mb']} MB  (CPU ours {result['cpu_ours_s']} s, of which the parent "
+              f"{result['cpu_parent_s']} s; others {result['cpu_others_s']} s; loadavg after {result['loadavg']})",
+              flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

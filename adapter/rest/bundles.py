@@ -178,6 +178,7 @@ def _assign(router, tx: Transaction, req: FhirRequest, i: int) -> str:
         if matches:
             req.existing = tx.read(req.path[0], matches[0].res_id)  # type: ignore[attr-defined]
             return matches[0].res_id
+        req.unmatched_after = tx.writes_of(req.path[0])  # type: ignore[attr-defined]
     return new_id()
 
 

@@ -148,15 +148,12 @@ def evaluate(conn, definitions: list[kpi_measures.GroupDefinition], start: date,
             continue
         if d.observation and d.observation not in source.observations:
             raise FhirError(422, "not-supported", f"group {d.id}: unknown measure-observation {d.observation!r}")
-        total = measure_sql.aggregate(conn, source, conds, restriction, None, d.observation)
-        row = total[0] if total else {"counts": {c: 0 for c in conds}, "observation_sum": None,
-                                       "observation_count": 0}
-        result = kpi_measures.GroupResult(d, row["counts"], (row["observation_sum"], row["observation_count"]))
         for expression in d.stratifiers:
             if expression not in source.stratifiers:
                 raise FhirError(422, "not-supported", f"group {d.id}: unknown stratifier {expression!r}")
-            result.strata[expression] = measure_sql.aggregate(conn, source, conds, restriction, expression,
-                                                              d.observation)
+        row, strata = measure_sql.aggregate_strata(conn, source, conds, restriction, d.stratifiers, d.observation)
+        result = kpi_measures.GroupResult(d, row["counts"], (row["observation_sum"], row["observation_count"]),
+                                          strata=strata)
         if with_subjects:
             result.subjects = {code: measure_sql.subjects(conn, source, cond, restriction)
                                for code, cond in conds.items()}

@@ -242,6 +242,8 @@ class FhirRouter:
         query_criteria = [(k, v) for k, v in req.params if k not in NON_CRITERIA]
         if query_criteria and not criteria:
             criteria = urlencode(query_criteria)
+        if criteria and getattr(req, "unmatched_after", None) == tx.writes_of(rtype):
+            criteria = None   # a transaction's entry, found unmatched moments ago (bundles._assign)
         if criteria:
             matches = tx.find(self.criteria(rtype, criteria), limit=2)
             if len(matches) > 1:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
-from sqlalchemy import and_, delete, exists, false, insert, literal, or_, select, true, tuple_
+from sqlalchemy import and_, delete, exists, false, literal, or_, select, true
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql import ColumnElement
@@ -26,6 +26,7 @@ from ..fhir import jsonio
 from ..fhir import search_params as sp
 from ..security.access import AccessPolicy, caller_organisations, ods_identifier, ods_of
 from ..security.caller import Caller
+from .statements import delete_of, insert_ignore, insert_into
 from .tables import author_table, compartment_table, consent_state_table, grant_table, resource_table
 
 R = resource_table
@@ -121,9 +122,9 @@ class AccessControl:
                            if r["param"] == via and r.get("target_type") and r.get("target_id")}
                 patients = sorted(set(patients) | patients_of_keys(conn, targets))
             if not new:
-                conn.execute(delete(CP).where(CP.c.res_type == rtype, CP.c.res_id == rid))
+                conn.execute(delete_of(CP), {"t": rtype, "i": rid})
             if patients:
-                conn.execute(insert(CP), [{"res_type": rtype, "res_id": rid, "patient_id": p} for p in patients])
+                conn.execute(insert_into(CP), [{"res_type": rtype, "res_id": rid, "patient_id": p} for p in patients])
         if caller.organisation and rtype not in self.policy.server_written_types:
             self._author(conn, rtype, rid, caller.organisation)
         rule = self.policy.grants.get(rtype)
@@ -133,7 +134,7 @@ class AccessControl:
             if not deleted and rule.active(body):
                 rows = self._grants(conn, rule, body, reference_rows, rid)
                 if rows:
-                    conn.execute(insert(G), rows)
+                    conn.execute(insert_into(G), rows)
         return patients
 
     def patients_of(self, rtype: str, rid: str, reference_rows: list[dict]) -> list[str]:
@@ -146,8 +147,8 @@ class AccessControl:
 
     @staticmethod
     def _author(conn, rtype: str, rid: str, organisation: str) -> None:
-        upsert = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(AU)
-        conn.execute(upsert.values(res_type=rtype, res_id=rid, organisation=organisation).on_conflict_do_nothing())
+        conn.execute(insert_ignore(AU, conn.dialect.name), {"res_type": rtype, "res_id": rid,
+                                                             "organisation": organisation})
 
     def _grants(self, conn, rule, body: dict, reference_rows: list[dict], rid: str) -> list[dict]:
         patients = sorted({r["target_id"] for r in reference_rows
@@ -233,13 +234,19 @@ def _compartment_resources(conn, rtype: str, patient_id: str) -> list[dict]:
 
 
 def patients_by_key(conn, keys) -> dict[tuple[str, str], set[str]]:
-    """For each (type, id), the children it is about: one query per 500 keys, for a batch."""
+    """For each (type, id), the children it is about: one query per 500 keys, for a batch.
+
+    Written as `res_type = t AND res_id IN (...)` per type: SQLite does not look a row value
+    `(res_type, res_id) IN (VALUES ...)` up in the primary key but scans the whole table, which
+    made every Provenance and audited write slower as the store grew (bench/load_population.py)."""
     out: dict[tuple[str, str], set[str]] = {k: ({k[1]} if k[0] == "Patient" else set()) for k in keys}
     others = sorted(k for k in out if k[0] != "Patient")
     for start in range(0, len(others), 500):
-        chunk = others[start:start + 500]
+        by_type: dict[str, list[str]] = {}
+        for rtype, rid in others[start:start + 500]:
+            by_type.setdefault(rtype, []).append(rid)
         for rtype, rid, pid in conn.execute(select(CP.c.res_type, CP.c.res_id, CP.c.patient_id).where(
-                tuple_(CP.c.res_type, CP.c.res_id).in_(chunk))):
+                or_(*[and_(CP.c.res_type == t, CP.c.res_id.in_(ids)) for t, ids in by_type.items()]))):
             out[(rtype, rid)].add(pid)
     return out
 

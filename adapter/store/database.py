@@ -36,8 +36,11 @@ def make_engine(url: str) -> Engine:
         return engine
     # Custom plans always: psycopg prepares repeated statements, and a generic plan chosen while
     # the access tables were small (or before ANALYZE) scanned them on every read later.
+    # No JIT: every query here is short, but the access condition's correlated EXISTS inflate
+    # cost estimates past jit_above_cost, and compiling took 300 ms of a 80 ms measure query
+    # (bench/measures.py, 100,000 children).
     return create_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_pre_ping=True,
-                         connect_args={"options": "-c plan_cache_mode=force_custom_plan"})
+                         connect_args={"options": "-c plan_cache_mode=force_custom_plan -c jit=off"})
 
 
 def _configure_sqlite(engine: Engine) -> None:

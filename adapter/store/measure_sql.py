@@ -72,10 +72,23 @@ def population_conditions(source: Source, populations: list[tuple[str, str]], st
 def aggregate(conn, source: Source, conds: dict[str, ColumnElement], restriction: ColumnElement | None,
               stratifier: str | None = None, observation: str | None = None,
               observed: str = "measure-population") -> list[dict]:
-    """One GROUP BY query: per stratum (or one row), the count of each population and, with an
-    observation, its sum and count over the `observed` population. Rows:
+    """Per stratum (or one row), the count of each population and, with an observation, its sum
+    and count over the `observed` population. Rows:
     {"stratum": value or None, "counts": {code: n}, "observation_sum": x, "observation_count": n}."""
-    column = source.stratifiers[stratifier]() if stratifier else None
+    total, strata = aggregate_strata(conn, source, conds, restriction, [stratifier] if stratifier else [],
+                                     observation, observed)
+    return strata[stratifier] if stratifier else [total]
+
+
+def aggregate_strata(conn, source: Source, conds: dict[str, ColumnElement], restriction: ColumnElement | None,
+                     stratifiers: list[str], observation: str | None = None,
+                     observed: str = "measure-population") -> tuple[dict, dict[str, list[dict]]]:
+    """A group's totals and every stratifier's strata from one GROUP BY over all the stratifier
+    columns at once (one scan of the facts, where a query per stratifier scanned them once
+    each): each row is one combination of strata, a few hundred at most whatever the
+    population, summed here into each stratifier's strata. Rows as `aggregate`'s; strata in
+    value order, unknown (None) last."""
+    columns = [source.stratifiers[s]() for s in stratifiers]
     codes = list(conds)
     cols = [func.sum(case((conds[c], 1), else_=0)).label(f"p{i}") for i, c in enumerate(codes)]
     if observation:
@@ -84,19 +97,34 @@ def aggregate(conn, source: Source, conds: dict[str, ColumnElement], restriction
         cols.append(func.sum(case((within, value), else_=None)).label("obs_sum"))
         cols.append(func.count(case((and_(within, value.is_not(None)), 1), else_=None)).label("obs_n"))
     base = conds.get("initial-population", or_(*conds.values()))
-    stmt = select(*([column.label("stratum")] if column is not None else []), *cols).select_from(source.table).where(base)
+    labelled = [c.label(f"s{i}") for i, c in enumerate(columns)]
+    stmt = select(*labelled, *cols).select_from(source.table).where(base)
     if restriction is not None:
         stmt = stmt.where(restriction)
-    if column is not None:
-        stmt = stmt.group_by(column).order_by(column)
-    out = []
+    if labelled:
+        stmt = stmt.group_by(*columns)
+
+    def empty(stratum) -> dict:
+        return {"stratum": stratum, "counts": {c: 0 for c in codes}, "observation_sum": None,
+                "observation_count": 0}
+
+    def add(into: dict, row) -> None:
+        for i, c in enumerate(codes):
+            into["counts"][c] += int(row[f"p{i}"] or 0)   # (SUM of no rows is NULL)
+        if observation and row["obs_sum"] is not None:
+            into["observation_sum"] = float(row["obs_sum"]) + (into["observation_sum"] or 0.0)
+        if observation:
+            into["observation_count"] += int(row["obs_n"] or 0)
+
+    total = empty(None)
+    strata: dict[str, dict] = {s: {} for s in stratifiers}
     for row in conn.execute(stmt).mappings():
-        counts = {c: int(row[f"p{i}"] or 0) for i, c in enumerate(codes)}  # (SUM of no rows is NULL)
-        total = row["obs_sum"] if observation else None
-        out.append({"stratum": row["stratum"] if column is not None else None, "counts": counts,
-                    "observation_sum": float(total) if total is not None else None,
-                    "observation_count": int(row["obs_n"] or 0) if observation else 0})
-    return out
+        add(total, row)
+        for i, s in enumerate(stratifiers):
+            value = row[f"s{i}"]
+            add(strata[s].setdefault(value, empty(value)), row)
+    return total, {s: [found[k] for k in sorted(found, key=lambda v: (v is None, v if v is not None else ""))]
+                   for s, found in strata.items()}
 
 
 def subjects(conn, source: Source, cond: ColumnElement, restriction: ColumnElement | None) -> list[str]:

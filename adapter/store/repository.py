@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from sqlalchemy import Engine, and_, bindparam, delete, false, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy import Engine, and_, bindparam, false, func, insert, literal, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -28,6 +28,7 @@ from . import search_sql
 from .access_sql import AccessControl
 from .facts_sql import record_facts
 from .indexing import index_rows
+from .statements import delete_of, insert_into, replace_row, row_of
 from .tables import INDEX_TABLES, compartment_table, resource_table, version_table
 
 log = logging.getLogger("lac_adapter.store")
@@ -247,6 +248,11 @@ class Transaction:
         view.memo = self.memo
         return view
 
+    def writes_of(self, rtype: str) -> int:
+        """How many writes of a type this transaction has made (criteria that matched nothing
+        still match nothing while none has been made)."""
+        return sum(1 for written in self.written if written[0] == rtype)
+
     def authors(self, rtype: str, rid: str) -> list[str]:
         """The organisations that wrote versions of a resource (e.g. a Subscription's owner)."""
         from .access_sql import authors_of
@@ -397,10 +403,7 @@ class Transaction:
             self._refresh_consent(patients)
 
     def _lock(self, rtype: str, rid: str) -> Stored | None:
-        stmt = select(R).where(R.c.res_type == rtype, R.c.res_id == rid)
-        if self.repo._lock_rows:
-            stmt = stmt.with_for_update()
-        row = self.conn.execute(stmt).first()
+        row = self.conn.execute(row_of(R, self.repo._lock_rows), {"t": rtype, "i": rid}).first()
         return _stored(row) if row is not None else None
 
     @staticmethod
@@ -423,14 +426,14 @@ class Transaction:
         content = jsonio.dumps(body)
         try:
             if current is None:
-                self.conn.execute(insert(R).values(res_type=rtype, res_id=rid, version_id=version,
-                                                   last_updated=now, deleted=False, content=content))
+                self.conn.execute(insert_into(R), {"res_type": rtype, "res_id": rid, "version_id": version,
+                                                   "last_updated": now, "deleted": False, "content": content})
             else:
-                self.conn.execute(update(R).where(R.c.res_type == rtype, R.c.res_id == rid).values(
-                    version_id=version, last_updated=now, deleted=False, content=content))
-            self.conn.execute(insert(V).values(res_type=rtype, res_id=rid, version_id=version,
-                                               last_updated=now, method=method, deleted=False,
-                                               content=content))
+                self.conn.execute(replace_row(R), {"t": rtype, "i": rid, "version_id": version,
+                                                   "last_updated": now, "deleted": False, "content": content})
+            self.conn.execute(insert_into(V), {"res_type": rtype, "res_id": rid, "version_id": version,
+                                               "last_updated": now, "method": method, "deleted": False,
+                                               "content": content})
         except IntegrityError:
             raise FhirError(409, "conflict", f"{rtype}/{rid} was changed by another request at the "
                                              "same time; retry") from None
@@ -438,7 +441,7 @@ class Transaction:
             self._clear_index(rtype, rid)
         indexed = index_rows(self.repo.registry, body, self.base_url)
         for table, rows in indexed.items():
-            self.conn.execute(insert(table), rows)
+            self.conn.execute(insert_into(table), rows)
         self._record_access(body, indexed.get(REF, []), new=current is None)
         resource.clear()
         resource.update(body)
@@ -448,7 +451,7 @@ class Transaction:
 
     def _clear_index(self, rtype: str, rid: str) -> None:
         for table in DISTINCT_INDEX_TABLES:
-            self.conn.execute(delete(table).where(table.c.res_type == rtype, table.c.res_id == rid))
+            self.conn.execute(delete_of(table), {"t": rtype, "i": rid})
 
     # -- search ------------------------------------------------------------------
     def _where(self, query: SearchQuery) -> list:

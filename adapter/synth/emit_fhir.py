@@ -244,6 +244,13 @@ class _Prototype:
     patches: list[str] = field(default_factory=list)   # each JSON Patch's JSON text, with markers
     full_urls: list[str] | None = None                 # the entries' fullUrls (placeholders)
     codings: list[str] = field(default_factory=list)   # the valueCoding text of each varied code
+    pieces: dict[str, list[str]] = field(default_factory=dict)  # text, key and patches cut at their markers
+
+    def cut(self, name: str, text: str) -> list[str]:
+        found = self.pieces.get(name)
+        if found is None:
+            found = self.pieces[name] = _pieces(text)
+        return found
 
 
 # Every marker _marker can make (and the marker NHS number); a match that is not one of the
@@ -251,6 +258,19 @@ class _Prototype:
 _MARKERS = re.compile(r"zq\d+x(?:@zq\.example)?|1[5-6]\d\d-\d\d-\d\d(?:T\d\d:\d\d:\d\dZ)?|9000\d\d|0999\d{6}"
                       r"|QZ\d[A-Z]|" + _MARKER_NHS_VALUE)
 _PATCH_SLOT = re.compile(r'"PATCH(\d+)"')
+_MARKER_PIECES = re.compile(f"({_MARKERS.pattern})")
+
+
+def _pieces(text: str) -> list[str]:
+    """The text cut at its markers: [text, marker, text, ..., text] (what _MARKERS.sub scans)."""
+    return _MARKER_PIECES.split(text)
+
+
+def _fill(pieces: list[str], subs: dict[str, str]) -> str:
+    """_MARKERS.sub with each marker replaced by its value (or kept), without scanning again."""
+    out = pieces[:]
+    out[1::2] = [subs.get(marker, marker) for marker in pieces[1::2]]
+    return "".join(out)
 
 
 def _escape(value: str) -> str:
@@ -295,19 +315,21 @@ class Mapper:
             if subs.setdefault(proto.due, _iha_due(entered)) != _iha_due(entered):
                 self.stats["exact"] += 1
                 return exact(raw)
-        def put(m: re.Match) -> str:
-            return subs.get(m.group(0), m.group(0))
-
-        text = _MARKERS.sub(put, proto.text)
-        patches = proto.patches
-        for mine, theirs in zip(proto.codings, _codings(shape.values)):
-            if mine != theirs:
-                text = text.replace(mine, theirs)
+        text = _fill(proto.cut("text", proto.text), subs)
+        changed = [(mine, theirs) for mine, theirs in zip(proto.codings, _codings(shape.values)) if mine != theirs]
+        for mine, theirs in changed:
+            text = text.replace(mine, theirs)
+        if changed and proto.patches:   # codes first, then markers, as the patches were always made
+            patches = list(proto.patches)
+            for mine, theirs in changed:
                 patches = [p.replace(mine, theirs) for p in patches]
+            patches = [_fill(_pieces(p), subs) for p in patches]
+        else:
+            patches = [_fill(proto.cut(f"patch{i}", p), subs) for i, p in enumerate(proto.patches)]
         if patches:
-            data = [base64.b64encode(_MARKERS.sub(put, p).encode("utf-8")).decode("ascii") for p in patches]
+            data = [base64.b64encode(p.encode("utf-8")).decode("ascii") for p in patches]
             text = _PATCH_SLOT.sub(lambda m: f'"{data[int(m.group(1))]}"', text)
-        key = _MARKERS.sub(put, proto.key)
+        key = _fill(proto.cut("key", proto.key), subs)
         text = normalise_text(text, proto.full_urls, key)
         self.stats["templated"] += 1
         return Mapped(loads(text), key, text)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import shutil
-import zipfile
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from .emit_forms import forms
 from .emit_notifications import notifications
 from .population import Child, make_child
 from .settings import Settings, load_settings
+from .zipout import StoredZip
 
 GENERATOR = "lac-adapter fixtures generate"
 SHARD = 250           # children per zip archive under children/ (and per task of a worker)
@@ -138,7 +138,7 @@ def child_facts(child: Child) -> dict:
     }
 
 
-def _child(index: int, archive: zipfile.ZipFile | None, shard: _ShardResult) -> None:
+def _child(index: int, archive: StoredZip | None, shard: _ShardResult) -> None:
     """Draw, write and map one child, adding what the parent appends to the population files."""
     child = make_child(index, _STATE["seed"], _STATE["settings"])
     folder = f"{index + 1:06d}"
@@ -150,9 +150,9 @@ def _child(index: int, archive: zipfile.ZipFile | None, shard: _ShardResult) -> 
         mapped = mapper.map(xml)
         store.add(mapped.bundle)
         if archive is not None:
-            _add(archive, f"{folder}/{kind}/{name}", xml)
-            _add(archive, f"{folder}/fhir/{position:02d}-{name.split('-', 1)[1].rsplit('.', 1)[0]}.json",
-                 mapped.text.encode("utf-8") + b"\n")
+            archive.add(f"{folder}/{kind}/{name}", xml)
+            archive.add(f"{folder}/fhir/{position:02d}-{name.split('-', 1)[1].rsplit('.', 1)[0]}.json",
+                        mapped.text.encode("utf-8") + b"\n")
     for (rtype, rid), text in store.resources.items():
         if rtype in SHARED_TYPES:
             shard.shared.append((rtype, rid, text.encode("utf-8")))
@@ -177,12 +177,6 @@ class _ShardResult:
         return {rtype: b"\n".join(lines) + b"\n" for rtype, lines in self.lines.items()}
 
 
-def _add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
-    info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
-    info.external_attr = 0o644 << 16
-    archive.writestr(info, data, compress_type=zipfile.ZIP_STORED)
-
-
 def _shard(first: int) -> dict:
     """Children first .. first+SHARD-1 (as far as the population goes), with their zip archive."""
     last = min(first + SHARD, _STATE["children"])
@@ -191,7 +185,7 @@ def _shard(first: int) -> dict:
     before = Counter(mapper.stats)
     if _STATE["documents"]:
         path = _STATE["root"] / "children" / f"{first + 1:06d}-{last:06d}.zip"
-        with zipfile.ZipFile(path, "w") as archive:
+        with StoredZip(path, ZIP_DATE) as archive:
             for index in range(first, last):
                 _child(index, archive, shard)
     else:
