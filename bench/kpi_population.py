@@ -18,7 +18,13 @@ dates, consent delays, IHA waits, RHA schedule and offsets, placements out of ar
   assessment on the assessment date, quality assurance of 9 in 10 reports;
 - `la`: the responsible LA's code; `provider`: our IHA provider (RD3) or review team (RDY) in
   area, the placement area's provider out of area; `placement`: placed-in, out-of-area or
-  in-area as in the story; `own_consent`: the young person's own consent given from 16;
+  in-area as in the story; `own_consent` (and `offered_consent`): the young person's own
+  consent given from 16; the report's quality audit scored 100 (passing) for about 6 in 7
+  reports, else 80; the health plan returned with the report (`plan_return_wd` 0);
+- `kpi_oc2`: one row per child and 31 March on which the home LA's SSDA903 return
+  (adapter/synth/emit_903.py, the exporter's cohort rule) has an OC2 row for them, its flags,
+  SDQ score or reason as that return has them; children placed in by other LAs are in their own
+  LA's return, not here;
 - access rows: each Patient in its own compartment, granted to its responsible LA (the grant an
   EpisodeOfCare gives), and written by it when it is the home LA (its notifications create the
   child). Patient is not a consent-gated type, so consent rows do not change what it sees.
@@ -32,6 +38,7 @@ from datetime import date, timedelta
 from adapter.kpi import rules as kpi
 from adapter.pathway.clocks import add_working_days, bank_holidays, working_days_between
 from adapter.pathway.schedule import add_months, age_on
+from adapter.synth.emit_903 import _oc2 as oc2_return_rows
 from adapter.synth.population import IN_AREA_PROVIDER, Child, make_child
 from adapter.synth.settings import Settings
 
@@ -73,6 +80,7 @@ def child_rows(child: Child, rules: kpi.KpiRules, holidays: frozenset[date]) -> 
     def row(n: int, kind: str, due: date, notified: date, requested: date | None, held: date | None,
             provider: str | None, placement: str, **extra) -> dict:
         done = held if held is not None and held <= as_of else None
+        audit = 100 if (child.index + n) % 7 else 80   # about 6 reports in 7 pass the quality audit
         return {"task_id": _id("Task", child.index, n), "patient_id": pid, "assessment": kind,
                 "status": "completed" if done else "in-progress", "counted": True, "la": child.la.code,
                 "provider": provider, "placement": placement, "age_band": kpi.age_band(child.birth, due, rules),
@@ -82,7 +90,11 @@ def child_rows(child: Child, rules: kpi.KpiRules, holidays: frozenset[date]) -> 
                 "quality_assured": done if done and (child.index + n) % 10 else None,
                 "turnaround_wd": working_days_between(requested or notified, done, holidays) if done else None,
                 "age_at_due": age_on(child.birth, due), "own_consent": own if own and own <= due else None,
-                "entered_care": None, "consent": None, **extra}
+                "entered_care": None, "consent": None,
+                "offered_consent": own if own and own <= due else None,
+                "response_id": _id("QuestionnaireResponse", child.index, n) if done else None,
+                "audit_score": audit if done else None, "audit_passed": audit == 100 if done else None,
+                "plan_return_wd": 0 if done else None, **extra}
 
     if child.iha_due is not None and child.notified is not None and child.notified <= as_of:
         placement, ooa = _placement(child, child.entered)
@@ -105,6 +117,7 @@ def child_rows(child: Child, rules: kpi.KpiRules, holidays: frozenset[date]) -> 
         placement, ooa = _placement(child, as_of)
         facts.append(row(last.number + 1, "rha", last.next_due, last.date, last.date, None,
                          ooa or RHA_PROVIDER, placement))
+    oc2 = [] if child.placed_in else oc2_rows(child, rules)
     access = {
         "access_compartment": [{"res_type": "Patient", "res_id": pid, "patient_id": pid}],
         "access_grant": [{"source_type": "EpisodeOfCare", "source_id": _id("EpisodeOfCare", child.index),
@@ -112,7 +125,33 @@ def child_rows(child: Child, rules: kpi.KpiRules, holidays: frozenset[date]) -> 
         "access_author": [] if child.placed_in else [{"res_type": "Patient", "res_id": pid,
                                                       "organisation": HOME_LA_ORG}],
     }
-    return {"kpi_assessment": facts, **access}
+    return {"kpi_assessment": facts, "kpi_oc2": oc2, **access}
+
+
+OC2_FLAGS = {"immunisations": "IMMUNISATIONS", "teeth_check": "TEETH_CHECK",
+             "health_assessment": "HEALTH_ASSESSMENT", "health_check": "HEALTH_CHECK",
+             "substance_misuse": "SUBSTANCE_MISUSE"}
+
+
+def oc2_rows(child: Child, rules: kpi.KpiRules) -> list[dict]:
+    """The child's kpi_oc2 rows: the OC2 rows of the home LA's return for each 31 March from
+    the one after entering care up to the reference date."""
+    out = []
+    for year in range(child.entered.year + 1, child.as_of.year + 1):
+        census = date(year, 3, 31)
+        if census > child.as_of:
+            break
+        for r in oc2_return_rows(child, year):
+            placement, _ = _placement(child, census)
+            out.append({"patient_id": patient_id(child.index), "year": year, "census": census,
+                        "la": child.la.code, "placement": placement,
+                        "age_band": kpi.age_band(child.birth, census, rules), "birth_date": child.birth,
+                        "health_check_applies": "HEALTH_CHECK" in r,
+                        "sdq_applies": "SDQ_SCORE" in r or "SDQ_REASON" in r,
+                        **{column: r[item] == "1" if item in r else None for column, item in OC2_FLAGS.items()},
+                        "sdq_score": int(r["SDQ_SCORE"]) if r.get("SDQ_SCORE") else None,
+                        "sdq_reason": r.get("SDQ_REASON") or None})
+    return out
 
 
 _STATE: dict = {}

@@ -8,8 +8,9 @@ publishes profiles/measures/), the assessment facts and access rows of `--childr
 written in bulk (bench/kpi_population.py: the generator's stories, the rows the write path
 would keep; loading them through the server would take hours), planner statistics refreshed as
 the server does at start, then `Measure/[id]/$evaluate-measure?periodStart=&periodEnd=` for
-every Measure in profiles/measures/ (so Measures added later are timed too; a Measure over
-facts tables that kpi_population.py does not fill is timed over empty tables), through the
+every Measure in profiles/measures/ (so Measures added later are timed too; kpi_population.py
+fills every facts table: kpi_assessment and kpi_oc2; OC2 rows fall on 31 March, so a month
+without one times that Measure over no rows: `--month 2026-03`), through the
 router in process (no HTTP), as the administrator (no restriction) and as the LA (LA-DEMO-1,
 its access condition on every query), `--runs` timed runs each after one untimed. Printed
 per Measure and caller: median wall and CPU (this process) ms, and the first group's initial

@@ -90,11 +90,18 @@ def score_groups() -> list[str]:
 
 def click_and_wait(browser, element) -> None:
     """Click a submit button and wait for the next page to replace this one."""
-    from selenium.webdriver.support import expected_conditions
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    def gone(_driver) -> bool:
+        try:
+            element.is_enabled()  # raises once the page holding it has been replaced
+            return False
+        except WebDriverException:  # stale, or (chromedriver, mid-navigation) not in the document
+            return True
+
     element.click()
-    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(element))
+    WebDriverWait(browser, 30).until(gone)
 
 
 def test_sign_in_and_see_the_month_in_the_browser(world, browser, backend):
