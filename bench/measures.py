@@ -147,6 +147,8 @@ def bench_backend(backend: str, admin_url: str, children: int, seed: int, worker
                   "database": db["url"].split(":", 1)[0]}
         for who in ("admin", "la"):
             result[f"total_{who}_ms"] = round(sum(r[who]["wall_ms"] or 0 for r in rows), 1)
+        router.trail.close()  # store the evaluations' audit events before the database is dropped
+        engine.dispose()
         return result
 
 
