@@ -62,11 +62,22 @@ def oc2_observations(conn, patient_id: str) -> list[dict]:
     """The child's OC2 item Observations, picked by the token index of their code (not every
     Observation of the child: vital signs and answers extracted from forms are many)."""
     items = kpi_oc2.item_codes()
-    coded = select(T.c.res_id).where(T.c.res_type == "Observation", T.c.param == "code",
-                                     T.c.code.in_(sorted({code for _, code in items})))
-    ids = select(CP.c.res_id).where(CP.c.res_type == "Observation", CP.c.patient_id == patient_id,
-                                    CP.c.res_id.in_(coded))
-    contents = conn.execute(select(R.c.content).where(R.c.res_type == "Observation", R.c.res_id.in_(ids),
+    # From the child's side, in steps with the ids spelled out: their Observations (the
+    # compartment's index on patient), those with an OC2 code by their own token rows (index on
+    # res_type, res_id), then their content. Starting from every OC2-coded Observation of the
+    # store made each write of an episode cost as much as the store is large, and one joined
+    # query was planned by PostgreSQL from stale statistics as a scan of every Observation's
+    # token rows (tens of ms per write while a new store grows).
+    theirs = list(conn.execute(select(CP.c.res_id).where(CP.c.res_type == "Observation",
+                                                          CP.c.patient_id == patient_id)).scalars())
+    if not theirs:
+        return []
+    coded = list(conn.execute(select(T.c.res_id).where(
+        T.c.res_type == "Observation", T.c.res_id.in_(theirs), T.c.param == "code",
+        T.c.code.in_(sorted({code for _, code in items}))).distinct()).scalars())
+    if not coded:
+        return []
+    contents = conn.execute(select(R.c.content).where(R.c.res_type == "Observation", R.c.res_id.in_(coded),
                                                       R.c.deleted == false())).scalars()
     return [o for o in (jsonio.loads(c) for c in contents if c) if concerns(o)]
 
