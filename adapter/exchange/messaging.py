@@ -135,7 +135,7 @@ def return_message_result(router, tx: Transaction, stored, resource: dict, base:
         return
     patient_ref = (resource.get("for") or {}).get("reference") or ""
     patient_id = patient_ref.rsplit("Patient/", 1)[1] if "Patient/" in patient_ref else None
-    if patient_id is None or not tx.repo.access.sharing_permitted(tx.conn, patient_id):
+    if patient_id is None or not tx.sharing_permitted(patient_id):
         raise FhirError(422, "business-rule", "the assessment cannot be returned to the requester: the child's "
                                               "consent to share health information is not active here",
                         ["Task.status"])

@@ -156,7 +156,7 @@ def return_result(router, tx: Transaction, stored: Stored, resource: dict, base:
                                               "return the result", ["Task.identifier"])
     bundle, patient_ref = result_bundle(tx, resource, business, registry.self_ods)
     patient_id = patient_ref.rsplit("Patient/", 1)[1] if patient_ref and "Patient/" in patient_ref else None
-    if patient_id is None or not tx.repo.access.sharing_permitted(tx.conn, patient_id):
+    if patient_id is None or not tx.sharing_permitted(patient_id):
         raise FhirError(422, "business-rule", "the assessment cannot be returned to the requester: the child's "
                                               "consent to share health information is not active here",
                         ["Task.status"])

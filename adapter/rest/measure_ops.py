@@ -118,6 +118,7 @@ def evaluate_measure(router, tx: Transaction, req: FhirRequest, base: str, targe
         return column == patient_id if restriction is None else (restriction & (column == patient_id))
 
     now = datetime.now(UTC)
+    tx.settle_facts()  # inside a transaction Bundle, after its writes
     results = evaluate(tx.conn, definitions, start, end, now.date(), restrict, report_type == "subject-list")
     if report_type == "subject-list":
         for result in results:

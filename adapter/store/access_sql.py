@@ -207,16 +207,28 @@ def _expressions(rtype: str) -> dict[str, str]:
     return _EXPRESSIONS[rtype]
 
 
+ODS_MEMO = "lac_ods_of_organisation"  # conn.info key: {Organization id: ODS code}, per transaction
+
+
 def organisation_ods(conn, org_id: str) -> str | None:
+    """The ODS code of a stored Organization. Remembered for the rest of the transaction
+    (`Transaction` starts the memo and forgets an Organization it writes): a Bundle's grants
+    and facts name the same few organisations hundreds of times."""
+    memo = conn.info.get(ODS_MEMO)
+    if memo is not None and org_id in memo:
+        return memo[org_id]
     content = conn.execute(select(R.c.content).where(R.c.res_type == "Organization", R.c.res_id == org_id,
                                                      R.c.deleted == false())).scalar()
-    return ods_identifier(jsonio.loads(content)) if content else None
+    ods = ods_identifier(jsonio.loads_stored(content)) if content else None
+    if memo is not None:
+        memo[org_id] = ods
+    return ods
 
 
 def _resource(conn, rtype: str, rid: str) -> dict | None:
     content = conn.execute(select(R.c.content).where(R.c.res_type == rtype, R.c.res_id == rid,
                                                      R.c.deleted == false())).scalar()
-    return jsonio.loads(content) if content else None
+    return jsonio.loads_stored(content) if content else None
 
 
 def child_records(conn, patient_id: str) -> tuple[dict, list[dict]]:
@@ -237,7 +249,7 @@ def _compartment_resources(conn, rtype: str, patient_id: str) -> list[dict]:
         return []
     rows = conn.execute(select(R.c.content).where(R.c.res_type == rtype, R.c.res_id.in_(ids),
                                                   R.c.deleted == false())).scalars()
-    return [jsonio.loads(c) for c in rows if c]
+    return [jsonio.loads_stored(c) for c in rows if c]
 
 
 def patients_by_key(conn, keys) -> dict[tuple[str, str], set[str]]:

@@ -1,10 +1,10 @@
 """Assessment facts in SQL: the kpi_assessment table, kept up to date on every write, and the
 measure criteria over it.
 
-Write side: `record_facts` is called by `Transaction._record_access` (adapter/store/
-repository.py) for every resource written or deleted, in the same transaction, right after
-the access rows. A Task write recomputes its own row; a Patient or EpisodeOfCare write
-recomputes the rows of the child's Tasks (birth date, responsible LA, placement, entered-care
+Write side: `PendingFacts.note` is called by `Transaction._record_access` (adapter/store/
+repository.py) for every resource written or deleted, right after the access rows, and the
+rows it marks stale are recomputed once, in the same transaction, before it commits. A Task
+write recomputes its own row; a Patient or EpisodeOfCare write recomputes the rows of the child's Tasks (birth date, responsible LA, placement, entered-care
 date) and the child's OC2 rows (oc2_sql), and so does a Consent (consent to the IHA, the young
 person's own consent offered or signed). A quality audit Observation recomputes the rows of its
 subject's Tasks (the audit of the report a Task returned); an OC2 item Observation the child's
@@ -50,34 +50,55 @@ RELATED = ("Task", "Patient", "EpisodeOfCare", "Consent", "Observation")
 
 # -- write side ----------------------------------------------------------------------------
 
-def record_facts(conn, body: dict, reference_rows: list[dict], deleted: bool = False) -> None:
-    """Keep the facts that depend on a resource just written (or deleted) up to date."""
-    rtype = body["resourceType"]
-    if rtype not in RELATED:
-        return
-    rid = body["id"]
-    if rtype == "Observation":  # a quality audit (the Tasks' facts) or an OC2 item (the child's OC2 rows)
-        audit, oc2 = deleted or kpi.is_quality_audit(body), deleted or oc2_sql.concerns(body)
-        if not (audit or oc2):
+class PendingFacts:
+    """The facts rows a transaction's writes have made stale, brought up to date once, just
+    before the transaction commits (or before a Measure is evaluated inside it).
+
+    A child's Bundle writes its Patient, episode, Consent and Tasks one after another; each of
+    those writes makes the same Task and OC2 rows stale, and recomputing them at every write
+    re-read the child's records three or four times per Bundle. The rows are plain functions
+    of the stored resources, so computing them once from the final state gives the same rows."""
+
+    def __init__(self) -> None:
+        self.tasks: set[str] = set()     # Tasks whose row is recomputed (or removed)
+        self.children: set[str] = set()  # children whose Tasks' rows are recomputed
+        self.oc2: set[str] = set()       # children whose OC2 rows are recomputed
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks or self.children or self.oc2)
+
+    def note(self, conn, body: dict, reference_rows: list[dict], deleted: bool = False) -> None:
+        """Remember what a resource just written (or deleted) makes stale."""
+        rtype = body["resourceType"]
+        if rtype not in RELATED:
+            return
+        rid = body["id"]
+        if rtype == "Observation":  # a quality audit (the Tasks' facts) or an OC2 item (the child's OC2 rows)
+            audit, oc2 = deleted or kpi.is_quality_audit(body), deleted or oc2_sql.concerns(body)
+            if not (audit or oc2):
+                return
+            patients = _patients(conn, rtype, rid, reference_rows, deleted)
+            if oc2:
+                self.oc2 |= patients
+            if audit:
+                self.children |= patients
+            return
+        if rtype == "Task":
+            self.tasks.add(rid)
             return
         patients = _patients(conn, rtype, rid, reference_rows, deleted)
-        for patient_id in sorted(patients) if oc2 else ():
+        self.children |= patients
+        if rtype in ("Patient", "EpisodeOfCare"):
+            self.oc2 |= patients
+
+    def settle(self, conn) -> None:
+        """Recompute every stale row from what is stored now."""
+        children, oc2, tasks = self.children, self.oc2, self.tasks
+        self.children, self.oc2, self.tasks = set(), set(), set()
+        for patient_id in sorted(oc2):
             oc2_sql.refresh_child(conn, patient_id)
-        for task_id in tasks_of(conn, patients) if audit else ():
+        for task_id in sorted(tasks | set(tasks_of(conn, children))):
             refresh_task(conn, task_id)
-        return
-    if rtype == "Task":
-        if deleted or kpi.assessment_type(body) is None:
-            conn.execute(delete(F).where(F.c.task_id == rid))
-        else:
-            refresh_task(conn, rid)
-        return
-    patients = _patients(conn, rtype, rid, reference_rows, deleted)
-    for task_id in tasks_of(conn, patients):
-        refresh_task(conn, task_id)
-    if rtype in ("Patient", "EpisodeOfCare"):
-        for patient_id in sorted(patients):
-            oc2_sql.refresh_child(conn, patient_id)
 
 
 def _patients(conn, rtype: str, rid: str, reference_rows: list[dict], deleted: bool) -> set[str]:
@@ -110,11 +131,11 @@ def refresh_task(conn, task_id: str) -> None:
         R.c.res_type == "Task", R.c.res_id == task_id)).first()
     conn.execute(delete(F).where(F.c.task_id == task_id))
     if current is None or current.deleted or not current.content \
-            or kpi.assessment_type(jsonio.loads(current.content)) is None:
+            or kpi.assessment_type(jsonio.loads_stored(current.content)) is None:
         return  # (the versions are read only for assessment Tasks)
     contents = conn.execute(select(V.c.content).where(
         V.c.res_type == "Task", V.c.res_id == task_id, V.c.deleted == false()).order_by(V.c.version_id)).scalars()
-    versions = [jsonio.loads(c) for c in contents if c]
+    versions = [jsonio.loads_stored(c) for c in contents if c]
     if not versions or kpi.assessment_type(versions[-1]) is None:
         return
     task = versions[-1]
@@ -144,7 +165,7 @@ def audit_of(conn, response_id: str | None) -> tuple[int | None, bool | None]:
                                     IX.c.target_type == "QuestionnaireResponse", IX.c.target_id == response_id)
     contents = conn.execute(select(R.c.content).where(R.c.res_type == "Observation", R.c.res_id.in_(ids),
                                                       R.c.deleted == false())).scalars()
-    return kpi.audit_outcome([jsonio.loads(c) for c in contents if c], default_checklist().pass_mark)
+    return kpi.audit_outcome([jsonio.loads_stored(c) for c in contents if c], default_checklist().pass_mark)
 
 
 def rebuild_facts(conn, batch: int = 500) -> int:

@@ -1,7 +1,7 @@
 """SSDA903 OC2 outcomes in SQL: the kpi_oc2 table (one row per child in the cohort and census
 year), kept up to date on every write, and the measure criteria over it.
 
-Write side: `refresh_child` is called from facts_sql.record_facts (inside
+Write side: `refresh_child` is called from facts_sql.PendingFacts (inside
 `Transaction._record_access`, the write's own transaction) when a child's Patient,
 EpisodeOfCare or OC2 Observation is written or deleted; the row is a plain function of those
 resources (adapter/kpi/oc2.py, which applies the SSDA903 export's own cohort rules).
@@ -79,7 +79,7 @@ def oc2_observations(conn, patient_id: str) -> list[dict]:
         return []
     contents = conn.execute(select(R.c.content).where(R.c.res_type == "Observation", R.c.res_id.in_(coded),
                                                       R.c.deleted == false())).scalars()
-    return [o for o in (jsonio.loads(c) for c in contents if c) if concerns(o)]
+    return [o for o in (jsonio.loads_stored(c) for c in contents if c) if concerns(o)]
 
 
 def rebuild_oc2(conn, batch: int = 500) -> int:

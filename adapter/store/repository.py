@@ -25,8 +25,8 @@ from ..fhir.search_params import SearchRegistry
 from ..fhir.search_query import Include, SearchQuery
 from ..security.caller import Caller
 from . import search_sql
-from .access_sql import AccessControl
-from .facts_sql import record_facts
+from .access_sql import ODS_MEMO, AccessControl
+from .facts_sql import PendingFacts
 from .indexing import index_rows
 from .statements import delete_of, insert_into, replace_row, row_of
 from .tables import INDEX_TABLES, compartment_table, resource_table, version_table
@@ -82,7 +82,7 @@ class Stored:
         return self.res_type, self.res_id
 
     def resource(self) -> dict:
-        return jsonio.loads(self.content) if self.content is not None else {}
+        return jsonio.loads_stored(self.content) if self.content is not None else {}
 
 
 @dataclass
@@ -124,11 +124,14 @@ class Repository:
             lock.acquire()
         try:
             with self.engine.connect().execution_options(write=write) as conn:
-                with conn.begin():
-                    tx = Transaction(self, conn, caller, base_url or self.base_url)
-                    yield tx
-                    if write:
-                        tx.before_commit()
+                try:
+                    with conn.begin():
+                        tx = Transaction(self, conn, caller, base_url or self.base_url)
+                        yield tx
+                        if write:
+                            tx.before_commit()
+                finally:
+                    conn.info.pop(ODS_MEMO, None)  # (conn.info outlives the checkout)
         finally:
             if lock is not None:
                 lock.release()
@@ -174,7 +177,7 @@ class Repository:
                     if not rows:
                         break
                     for rid, content in rows:
-                        body = jsonio.loads(content)
+                        body = jsonio.loads_stored(content)
                         refs = index_rows(self.registry, body, self.base_url).get(REF, [])
                         self.access.record(tx.conn, SYSTEM, body, refs)
                         done += 1
@@ -192,6 +195,9 @@ class Transaction:
         self.base_url = base_url
         self.memo: dict = {}  # per-transaction caches of the layers above (e.g. canonical lookups)
         self._written_about: set[str] = set()  # children this transaction wrote about
+        self.facts = PendingFacts()  # commissioning facts made stale by this transaction's writes
+        self._consent_stale: set[str] = set()  # children whose sharing decision awaits recomputing
+        conn.info[ODS_MEMO] = {}  # organisations' ODS codes, for this transaction only
         self.written: list[tuple[str, str, int, str]] = []  # (type, id, version, method), for Provenance
         self._disclosed: dict[tuple[str, str], int | None] = {}  # what reads returned, for the audit
         self.audited = False  # the router stored this transaction's AuditEvent inside it
@@ -212,7 +218,14 @@ class Transaction:
         `_has` and history add this condition; every other path that returns stored
         resources funnels through `_visible`, which uses it too.
         """
+        if not self.caller.unrestricted:
+            self.settle_consent()  # the condition reads the sharing decisions
         return self.repo.access.condition(self.caller, type_col, id_col, rtype)
+
+    def sharing_permitted(self, patient_id: str) -> bool:
+        """Whether the child's information may be shared now, this transaction's writes included."""
+        self.settle_consent()
+        return self.repo.access.sharing_permitted(self.conn, patient_id)
 
     def _restrict(self, rtype: str, id_col):
         return self.restriction(rtype, literal(rtype), id_col)
@@ -246,6 +259,7 @@ class Transaction:
         a partner's request), so that the same access and consent rules decide what goes."""
         view = Transaction(self.repo, self.conn, caller, self.base_url)
         view.memo = self.memo
+        view._consent_stale = self._consent_stale  # one set: whoever reads first settles it
         return view
 
     def writes_of(self, rtype: str) -> int:
@@ -259,16 +273,32 @@ class Transaction:
 
         return authors_of(self.conn, rtype, rid)
 
+    def settle_consent(self) -> None:
+        """Recompute the sharing decisions this transaction's writes made stale: before anything
+        in it reads them (an access condition, a message's consent check) and before commit.
+
+        A child's Bundle writes its Patient, episodes and Consents one after another; deciding
+        once from the final state gives the decision deciding after each write would end on."""
+        if self._consent_stale:
+            stale = sorted(self._consent_stale)
+            self._consent_stale.clear()
+            self._refresh_consent(stale)
+
     def _refresh_consent(self, patient_ids) -> None:
-        """Bring children's sharing decisions up to date at once (later writes and the
-        messages of this transaction depend on them); when sharing stops, so do queued
-        messages about the child."""
+        """Bring children's sharing decisions up to date at once; when sharing stops, so do
+        queued messages about the child."""
         for patient_id in sorted(set(patient_ids)):
             change = self.repo.access.refresh_consent(self.conn, patient_id)
             if change.was_permitted and not change.permitted:
                 from ..exchange import outbox
 
                 outbox.cancel_for_patient(self.conn, f"Patient/{patient_id}")
+
+    def settle_facts(self) -> None:
+        """Bring the commissioning facts up to date with this transaction's writes (at commit,
+        and before a Measure is evaluated inside the transaction)."""
+        if self.facts:
+            self.facts.settle(self.conn)
 
     def _check_written_about(self, patients: list[str]) -> None:
         """A caller writes only about children it may see, judged at the time of the write
@@ -283,6 +313,8 @@ class Transaction:
                 raise _not_yours(patient_id)
 
     def before_commit(self) -> None:
+        self.settle_consent()
+        self.settle_facts()
         for patient_id in sorted(self._written_about):
             if not self.may_see("Patient", patient_id):
                 raise _not_yours(patient_id)
@@ -392,15 +424,17 @@ class Transaction:
     def _record_access(self, body: dict, reference_rows: list[dict], deleted: bool = False,
                        new: bool = False) -> None:
         rtype = body["resourceType"]
+        if rtype == "Organization":
+            self.conn.info[ODS_MEMO].pop(body["id"], None)  # its ODS code may have changed
         patients = self.repo.access.record(self.conn, self.caller, body, reference_rows, deleted, new)
-        record_facts(self.conn, body, reference_rows, deleted)  # commissioning facts (kpi_assessment)
+        self.facts.note(self.conn, body, reference_rows, deleted)  # commissioning facts, settled at commit
         if rtype != "Patient" and not self.caller.unrestricted and rtype not in self.repo.access.policy.server_written_types:
             self._check_written_about(patients)  # (the audit trail records what happened, whoever it names)
         if rtype in CONSENT_INPUTS:
             if deleted:
                 patients = [r.patient_id for r in self.conn.execute(
                     select(CP.c.patient_id).where(CP.c.res_type == rtype, CP.c.res_id == body["id"]))]
-            self._refresh_consent(patients)
+            self._consent_stale.update(patients)  # decided again before it is next read
 
     def _lock(self, rtype: str, rid: str) -> Stored | None:
         row = self.conn.execute(row_of(R, self.repo._lock_rows), {"t": rtype, "i": rid}).first()

@@ -41,14 +41,19 @@ def child(fhir, tag: str, birth: str) -> str:
 
 def episode(fhir, tag: str, patient_id: str, la_org: str, start: str, end: str | None = None,
             district: str | None = "BH17", out_of_area: bool | None = False) -> dict:
+    return fhir.create(episode_body(tag, f"Patient/{patient_id}", la_org, start, end, district, out_of_area))
+
+
+def episode_body(tag: str, patient_ref: str, la_org: str, start: str, end: str | None = None,
+                 district: str | None = "BH17", out_of_area: bool | None = False) -> dict:
     subs = ([{"url": "postcodeDistrict", "valueString": district}] if district else []) + \
            ([{"url": "outOfArea", "valueBoolean": out_of_area}] if out_of_area is not None else [])
     body = {"resourceType": "EpisodeOfCare", "status": "finished" if end else "active", "type": [LOOKED_AFTER],
-            "patient": {"reference": f"Patient/{patient_id}"},
+            "patient": {"reference": patient_ref},
             "managingOrganization": {"reference": f"Organization/{la_org}"},
             "period": {"start": start, **({"end": end} if end else {})},
             "extension": [{"url": PLACEMENT, "extension": subs}]}
-    return fhir.create(tagged(tag, body))
+    return tagged(tag, body)
 
 
 def assessment(fhir, tag: str, patient_id: str, owner_org: str, kind: str, steps: list[tuple[str, str, str]],

@@ -9,17 +9,22 @@ from __future__ import annotations
 import pytest
 
 from tests.kpi.population import (
+    ASSESSMENT,
+    BS,
     assessment,
     child,
     counts,
     episode,
+    episode_body,
     evaluate,
     group,
     iha_steps,
     organisation,
     strata,
 )
+from tests.security.population import tagged
 from tests.support.auth import headers_for
+from tests.support.data import NHS, nhs_number
 
 IHA = "iha-within-20-working-days"
 RHA = "rha-by-due-date"
@@ -271,3 +276,29 @@ def test_young_people_signing_their_own_consent_and_quality_assurance(fhir, tag)
                                                                   "numerator": 1}
     rha = evaluate(fhir, RHA, "2021-09-01", "2021-09-30")
     assert counts(group(rha, "rha")["population"]) == {"initial-population": 3, "denominator": 3, "numerator": 2}
+
+
+def test_a_measure_in_a_transaction_counts_the_children_written_before_it(fhir, tag):
+    """The facts a transaction's writes make stale are settled before a Measure reads them, not
+    only at commit: a GET entry of the same transaction Bundle counts the child it wrote."""
+    la, rd3 = organisation(fhir, tag, "LA-DEMO-1", la=True), organisation(fhir, tag, "RD3")
+    patient = tagged(tag, {"resourceType": "Patient", "birthDate": "2012-02-02",
+                           "identifier": [{"system": NHS, "value": nhs_number(811)}]})
+    stay = episode_body(tag, "urn:uuid:0b9a8e1c-0000-4000-8000-000000000001", la, "2014-10-01")
+    task = tagged(tag, {"resourceType": "Task", "status": "requested", "intent": "order",
+                        "code": {"coding": [{"system": ASSESSMENT, "code": "iha"}]},
+                        "for": {"reference": "urn:uuid:0b9a8e1c-0000-4000-8000-000000000001"},
+                        "authoredOn": "2014-10-02", "owner": {"reference": f"Organization/{rd3}"},
+                        "businessStatus": {"coding": [{"system": BS, "code": "notification-received"}]}})
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:0b9a8e1c-0000-4000-8000-000000000001", "resource": patient,
+         "request": {"method": "POST", "url": "Patient"}},
+        {"resource": stay, "request": {"method": "POST", "url": "EpisodeOfCare"}},
+        {"resource": task, "request": {"method": "POST", "url": "Task"}},
+        {"request": {"method": "GET", "url": f"Measure/{IHA}/$evaluate-measure?periodStart=2014-10-01"
+                                             "&periodEnd=2014-11-30"}}]}
+    r = fhir.post("", bundle)
+    assert r.status_code == 200, r.text
+    report = r.json()["entry"][3]["resource"]
+    assert counts(group(report, "iha")["population"])["initial-population"] == 1
+    assert counts(group(evaluate(fhir, IHA, "2014-10-01", "2014-11-30"), "iha")["population"])["initial-population"] == 1
