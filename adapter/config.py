@@ -44,6 +44,7 @@ class Settings:
     rate_limit_per_second: float = 200.0  # per client token bucket; 0 disables
     rate_limit_burst: int = 400
     reads_on_event_loop: bool = True      # read/vread by id without a worker thread (see config/adapter.toml)
+    audit_queue_limit: int = 5000         # queued read AuditEvents above which responses wait (rest/audit.py)
     # [auth]: SMART Backend Services (adapter/security/auth.py, tokens.py)
     token_lifetime_seconds: int = 300      # lifetime of the access tokens we issue
     token_secret_file: str = "var/token-secret"  # HS256 key (env ADAPTER_TOKEN_SECRET wins); relative: project
@@ -80,6 +81,7 @@ def load_settings(path: Path | None = None, database_url: str | None = None) -> 
                                     or http.get("rate_limit_per_second", 200)),
         rate_limit_burst=int(http.get("rate_limit_burst", 400)),
         reads_on_event_loop=bool(http.get("reads_on_event_loop", True)),
+        audit_queue_limit=int(raw.get("audit", {}).get("queue_limit", 5000)),
         **_auth_settings(raw.get("auth", {}), path),
     )
 

@@ -98,6 +98,8 @@ class FhirEndpoint:
             return
         request = Request(scope, receive)
         response = await self.handle(request)
+        if self.router.trail.backlogged:  # every outcome was audited: wait for the trail to catch up
+            await self.router.trail.wait_for_room()
         await response(scope, receive, send)
 
     async def handle(self, request: Request) -> Response:

@@ -6,13 +6,23 @@ AuditEvent is queued and a background thread stores queued events in batches (on
 transaction per batch, at most `FLUSH_SECONDS` later), which keeps an extra database write
 off every read's path; a search of AuditEvents flushes the queue first, and shutdown
 flushes what is left.
+
+Back-pressure: when reads come faster than the writer thread stores their events, the queue
+must not grow without end (memory, and events lost on a crash). Above `queue_limit` events a
+request's response waits (`wait_for_room`, awaited by the HTTP layer, so the event loop goes on
+serving) until the writer has brought the queue back under the mark: clients are slowed to the
+rate the trail can be written, evenly, instead of one request storing thousands of events
+itself while every connection of the process waits behind it. Only past ten times the limit (callers
+that do not wait) does the request that finds the queue full store the events itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
+import time
 from datetime import datetime, timezone
 
 from ..security import audit
@@ -23,7 +33,9 @@ from ..store.repository import Repository, Transaction, format_instant
 log = logging.getLogger("lac_adapter.audit")
 FLUSH_SECONDS = 0.2
 BATCH = 500
-MAX_QUEUED = 5000
+QUEUE_LIMIT = 5000    # default of config [audit] queue_limit: above it, responses wait (wait_for_room)
+HARD_LIMIT_FACTOR = 10  # above limit x this, the request stores the queue itself
+ROOM_WAIT_SECONDS = 10.0  # a response waits at most this long (a writer that cannot store logs why)
 
 
 def now_instant() -> str:
@@ -31,12 +43,14 @@ def now_instant() -> str:
 
 
 class AuditTrail:
-    def __init__(self, repo: Repository):
+    def __init__(self, repo: Repository, queue_limit: int = QUEUE_LIMIT):
         self.repo = repo
+        self.queue_limit = queue_limit
         self._queue: queue.Queue[audit.Interaction | None] = queue.Queue()
         self._lock = threading.Lock()  # one flusher at a time
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._wake = threading.Event()  # set when the queue is over the limit: no pause then
 
     # -- in the write's own transaction ----------------------------------------------------
     def record_write(self, tx: Transaction, event: audit.Interaction) -> None:
@@ -54,9 +68,24 @@ class AuditTrail:
     def record_later(self, event: audit.Interaction) -> None:
         event.recorded = event.recorded or now_instant()
         self._queue.put(event)
-        if self._queue.qsize() > MAX_QUEUED:
-            self.flush()  # back-pressure: a request waits rather than the queue growing without end
+        queued = self._queue.qsize()
+        if queued > self.queue_limit:
+            self._wake.set()
+            if queued > self.queue_limit * HARD_LIMIT_FACTOR:
+                self.flush()  # last resort: the queue may not grow without end
         self._ensure_thread()
+
+    @property
+    def backlogged(self) -> bool:
+        """More events queued than the writer should have to catch up with."""
+        return self._queue.qsize() > self.queue_limit
+
+    async def wait_for_room(self) -> None:
+        """Wait, without holding up the event loop, until the queue is back under the mark."""
+        deadline = time.monotonic() + ROOM_WAIT_SECONDS
+        while self.backlogged and time.monotonic() < deadline:
+            self._ensure_thread()
+            await asyncio.sleep(0.01)
 
     def flush(self) -> int:
         """Store every queued event now; returns how many."""
@@ -98,12 +127,15 @@ class AuditTrail:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self._stopping.wait(FLUSH_SECONDS)
+            if not self.backlogged:  # behind: no pause between rounds
+                self._wake.wait(FLUSH_SECONDS)
+            self._wake.clear()
             if not self._queue.empty():
                 self.flush()
 
     def close(self) -> None:
         self._stopping.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(5)
         self.flush()

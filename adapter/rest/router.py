@@ -48,7 +48,7 @@ class FhirRouter:
         self.on_write: list[Callable[["FhirRouter", Transaction, Stored, dict, str], None]] = []
         from .audit import AuditTrail
 
-        self.trail = AuditTrail(repo)
+        self.trail = AuditTrail(repo, settings.audit_queue_limit)
         self.policy = repo.access.policy
         from .bulk_export import Exporter
 
