@@ -26,7 +26,7 @@ from ..fhir import jsonio
 from ..fhir import search_params as sp
 from ..security.access import AccessPolicy, caller_organisations, ods_identifier, ods_of
 from ..security.caller import Caller
-from .statements import delete_of, insert_ignore, insert_into
+from .statements import delete_of, insert_ignore, insert_rows
 from .tables import author_table, compartment_table, consent_state_table, grant_table, resource_table
 
 R = resource_table
@@ -124,7 +124,7 @@ class AccessControl:
             if not new:
                 conn.execute(delete_of(CP), {"t": rtype, "i": rid})
             if patients:
-                conn.execute(insert_into(CP), [{"res_type": rtype, "res_id": rid, "patient_id": p} for p in patients])
+                insert_rows(conn, CP, [{"res_type": rtype, "res_id": rid, "patient_id": p} for p in patients])
         if caller.organisation and rtype not in self.policy.server_written_types:
             self._author(conn, rtype, rid, caller.organisation)
         rule = self.policy.grants.get(rtype)
@@ -134,7 +134,7 @@ class AccessControl:
             if not deleted and rule.active(body):
                 rows = self._grants(conn, rule, body, reference_rows, rid)
                 if rows:
-                    conn.execute(insert_into(G), rows)
+                    insert_rows(conn, G, rows)
         return patients
 
     def patients_of(self, rtype: str, rid: str, reference_rows: list[dict]) -> list[str]:

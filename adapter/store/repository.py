@@ -28,7 +28,7 @@ from . import search_sql
 from .access_sql import ODS_MEMO, AccessControl
 from .facts_sql import PendingFacts
 from .indexing import index_rows
-from .statements import delete_of, insert_into, replace_row, row_of
+from .statements import delete_of, insert_rows, replace_row, row_of
 from .tables import INDEX_TABLES, compartment_table, resource_table, version_table
 
 log = logging.getLogger("lac_adapter.store")
@@ -388,12 +388,11 @@ class Transaction:
             stored.append(Stored(rtype, rid, 1, now, content, method="POST"))
         if not resources:
             return stored
-        self.conn.execute(insert(R), current)
-        self.conn.execute(insert(V), versions)
+        insert_rows(self.conn, R, current)
+        insert_rows(self.conn, V, versions)
         for table, rows in indexed.items():
-            self.conn.execute(insert(table), rows)
-        if compartments:
-            self.conn.execute(insert(CP), compartments)
+            insert_rows(self.conn, table, rows)
+        insert_rows(self.conn, CP, compartments)
         return stored
 
     def update(self, rtype: str, rid: str, resource: dict, if_match: int | None = None,
@@ -460,14 +459,14 @@ class Transaction:
         content = jsonio.dumps(body)
         try:
             if current is None:
-                self.conn.execute(insert_into(R), {"res_type": rtype, "res_id": rid, "version_id": version,
-                                                   "last_updated": now, "deleted": False, "content": content})
+                insert_rows(self.conn, R, [{"res_type": rtype, "res_id": rid, "version_id": version,
+                                            "last_updated": now, "deleted": False, "content": content}])
             else:
                 self.conn.execute(replace_row(R), {"t": rtype, "i": rid, "version_id": version,
                                                    "last_updated": now, "deleted": False, "content": content})
-            self.conn.execute(insert_into(V), {"res_type": rtype, "res_id": rid, "version_id": version,
-                                               "last_updated": now, "method": method, "deleted": False,
-                                               "content": content})
+            insert_rows(self.conn, V, [{"res_type": rtype, "res_id": rid, "version_id": version,
+                                        "last_updated": now, "method": method, "deleted": False,
+                                        "content": content}])
         except IntegrityError:
             raise FhirError(409, "conflict", f"{rtype}/{rid} was changed by another request at the "
                                              "same time; retry") from None
@@ -475,7 +474,7 @@ class Transaction:
             self._clear_index(rtype, rid)
         indexed = index_rows(self.repo.registry, body, self.base_url)
         for table, rows in indexed.items():
-            self.conn.execute(insert_into(table), rows)
+            insert_rows(self.conn, table, rows)
         self._record_access(body, indexed.get(REF, []), new=current is None)
         resource.clear()
         resource.update(body)
