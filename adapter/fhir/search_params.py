@@ -173,9 +173,9 @@ def _reference_type(ref: Any) -> str | None:
     return ref.get("type")
 
 
-def _compile_steps(path: str) -> list[Callable[[list], list]] | None:
+def _compile_steps(path: str) -> list[Callable[[list], list] | str] | None:
     """Compile `a.b.where(...).as(T)` into step functions, or None if unsupported."""
-    steps: list[Callable[[list], list]] = []
+    steps: list[Callable[[list], list] | str] = []
     tokens = _tokenise(path)
     if tokens is None:
         return None
@@ -194,10 +194,38 @@ def _compile_steps(path: str) -> list[Callable[[list], list]] | None:
                 index = int(idx[:-1])
                 steps.append(lambda nodes, n=name, i=index: _children(nodes, n)[i:i + 1])
             else:
-                steps.append(lambda nodes, n=name: _children(nodes, n))
+                steps.append(name)  # a child step: run inline by `_run_steps`
         else:
             return None
     return steps
+
+
+def _run_steps(nodes: list, steps: tuple) -> list:
+    """Apply compiled steps: a str is a child step (`_children`, inlined: this loop runs for
+    every search parameter of every resource written), anything else a function of the nodes."""
+    for step in steps:
+        if step.__class__ is str:
+            out: list = []
+            for node in nodes:
+                if not isinstance(node, dict):
+                    continue
+                val = node.get(step)
+                if val is None:
+                    if step not in _CHOICE_STEMS:
+                        continue
+                    val = _choice_value(node, step)
+                    if val is None:
+                        continue
+                if val.__class__ is list:
+                    out += [v for v in val if v is not None]
+                else:
+                    out.append(val)
+            nodes = out
+        else:
+            nodes = step(nodes)
+        if not nodes:
+            break
+    return nodes
 
 
 def _tokenise(path: str) -> list[str] | None:
@@ -267,12 +295,7 @@ class _Compiled:
         def run(resource: dict, steps=tuple(head), root=root) -> list:
             if resource.get("resourceType") != root:
                 return []
-            nodes: list = [resource]
-            for step in steps:
-                nodes = step(nodes)
-                if not nodes:
-                    break
-            return nodes
+            return _run_steps([resource], steps)
 
         return run
 

@@ -15,22 +15,38 @@ def index_rows(registry: SearchRegistry, resource: dict, base_url: str | None = 
     """{table: [row dicts]} for every indexed parameter of the resource's type."""
     rtype, rid = resource["resourceType"], resource["id"]
     rows: dict = defaultdict(list)
-    for code, param in registry.params(rtype).items():
-        if code in ("_id", "_lastUpdated"):
-            continue
-        nodes = sp.evaluate(param.expression, resource)
+    for code, kind, table, parts in _plan(registry, rtype):
+        if len(parts) == 1:
+            nodes = parts[0].evaluate(resource)
+        else:
+            nodes = []
+            for part in parts:
+                nodes += part.evaluate(resource)
         if not nodes:
             continue
-        table = INDEX_TABLES[param.type]
-        seen: set = set()
-        for row in _rows_for(param.type, nodes, base_url):
-            key = tuple(sorted(row.items()))
-            if key in seen:
-                continue
-            seen.add(key)
-            row.update(res_type=rtype, res_id=rid, param=code)
-            rows[table].append(row)
+        found = _rows_for(kind, nodes, base_url)
+        if not found:
+            continue
+        if len(found) > 1:  # the same value reached twice (e.g. through a union) is one row
+            unique = {tuple(row.values()): row for row in reversed(found)}
+            found = [row for row in found if unique.get(tuple(row.values())) is row]
+        target = rows[table]
+        for row in found:
+            row["res_type"], row["res_id"], row["param"] = rtype, rid, code
+            target.append(row)
     return rows
+
+
+def _plan(registry: SearchRegistry, rtype: str) -> list[tuple]:
+    """(code, kind, table, compiled expression parts) of the type's indexed parameters, in order;
+    kept on the registry."""
+    plans = registry.__dict__.setdefault("_index_plans", {})
+    plan = plans.get(rtype)
+    if plan is None:
+        plan = plans[rtype] = [(code, param.type, INDEX_TABLES[param.type], sp.compile_expression(param.expression))
+                              for code, param in registry.params(rtype).items()
+                              if code not in ("_id", "_lastUpdated")]
+    return plan
 
 
 def _rows_for(kind: str, nodes: list, base_url: str | None) -> list[dict]:
