@@ -28,9 +28,9 @@ def test_db_upgrade_creates_then_reports_current(tmp_path):
     url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
     first = run("db", "upgrade", "--database", url)
     assert first.returncode == 0, first.stderr
-    assert "from version 0 to 6" in first.stdout
+    assert "from version 0 to 7" in first.stdout
     again = run("db", "upgrade", "--database", url)
-    assert "already at version 6" in again.stdout
+    assert "already at version 7" in again.stdout
 
 
 def test_db_upgrade_brings_an_older_schema_forward(tmp_path):
@@ -49,9 +49,9 @@ def test_db_upgrade_brings_an_older_schema_forward(tmp_path):
     refused = run("serve", "--port", "1", "--database", url)
     assert refused.returncode != 0 and "db upgrade" in (refused.stdout + refused.stderr)
     upgraded = run("db", "upgrade", "--database", url)
-    assert "from version 1 to 6" in upgraded.stdout
+    assert "from version 1 to 7" in upgraded.stdout
     engine = database.make_engine(url)
-    assert {"outbox", "inbound_message"} <= set(inspect(engine).get_table_names())
+    assert {"outbox", "inbound_message", "audit_journal"} <= set(inspect(engine).get_table_names())
     engine.dispose()
 
 

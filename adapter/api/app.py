@@ -103,6 +103,7 @@ class FhirEndpoint:
         await response(scope, receive, send)
 
     async def handle(self, request: Request) -> Response:
+        self.router.trail.touch()  # the audit trail's background work waits for a quiet moment
         params = list(parse_qsl(request.url.query, keep_blank_values=True))
         fmt, pretty = "json", False
         try:

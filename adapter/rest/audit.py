@@ -1,19 +1,28 @@
 """The audit trail and write provenance, applied to every interaction by the router.
 
 Writes: an AuditEvent and a Provenance are stored in the transaction of the write itself, so
-a write and its record commit (or fail) together. Reads, searches and refused requests: the
-AuditEvent is queued and a background thread stores queued events in batches (one
-transaction per batch, at most `FLUSH_SECONDS` later), which keeps an extra database write
-off every read's path; a search of AuditEvents flushes the queue first, and shutdown
-flushes what is left.
+a write and its record commit (or fail) together.
 
-Back-pressure: when reads come faster than the writer thread stores their events, the queue
-must not grow without end (memory, and events lost on a crash). Above `queue_limit` events a
-request's response waits (`wait_for_room`, awaited by the HTTP layer, so the event loop goes on
-serving) until the writer has brought the queue back under the mark: clients are slowed to the
-rate the trail can be written, evenly, instead of one request storing thousands of events
-itself while every connection of the process waits behind it. Only past ten times the limit (callers
-that do not wait) does the request that finds the queue full store the events itself.
+Reads, searches and refused requests happen many times more often, and storing each one's
+AuditEvent as a resource (current and version rows, a dozen index rows) cost as much CPU as
+the read itself. So their events go a cheaper way, in two steps:
+
+1. recorded: the event is queued, and a background thread appends the queued events' AuditEvent
+   JSON to the audit journal (a table, one row per event; one transaction per batch, at most
+   `FLUSH_SECONDS` later). From then on the record is durable.
+2. made a resource: journal rows become AuditEvent resources, the journal row deleted in the
+   same transaction, when the server process has been idle for `IDLE_SECONDS`, and before
+   anything that may return AuditEvents is answered (`flush`: a search or read of AuditEvents,
+   a system-level search or history, a `_revinclude` of them, a bulk export of them), and at
+   shutdown. Under a long peak the journal grows and is worked off when the peak ends
+   (docs/performance.md measures how fast).
+
+Back-pressure: when requests come faster than the writer thread records their events, the
+queue must not grow without end (memory, and events lost on a crash). Above `queue_limit`
+queued events a response waits (`wait_for_room`, awaited by the HTTP layer, so the event loop
+goes on serving) until the writer has brought the queue back under the mark. Only past ten times
+the limit (callers that do not wait) does the request that finds the queue full record the
+events itself.
 """
 
 from __future__ import annotations
@@ -25,16 +34,23 @@ import threading
 import time
 from datetime import datetime, timezone
 
+from sqlalchemy import delete, select
+
+from ..fhir import jsonio
 from ..security import audit
 from ..security.caller import SYSTEM
 from ..store.access_sql import patients_by_key, patients_of_keys
 from ..store.repository import Repository, Transaction, format_instant
+from ..store.statements import insert_rows
+from ..store.tables import audit_journal_table
 
 log = logging.getLogger("lac_adapter.audit")
+J = audit_journal_table
 FLUSH_SECONDS = 0.2
+IDLE_SECONDS = 0.5    # no request for this long: the process turns journal rows into resources
 BATCH = 500
 QUEUE_LIMIT = 5000    # default of config [audit] queue_limit: above it, responses wait (wait_for_room)
-HARD_LIMIT_FACTOR = 10  # above limit x this, the request stores the queue itself
+HARD_LIMIT_FACTOR = 10  # above limit x this, the request records the queue itself
 ROOM_WAIT_SECONDS = 10.0  # a response waits at most this long (a writer that cannot store logs why)
 
 
@@ -51,6 +67,8 @@ class AuditTrail:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._wake = threading.Event()  # set when the queue is over the limit: no pause then
+        self._last_request = 0.0        # time.monotonic() of the latest request (touch)
+        self._journal_pending = True    # journal rows may be waiting (a previous run's, too)
 
     # -- in the write's own transaction ----------------------------------------------------
     def record_write(self, tx: Transaction, event: audit.Interaction) -> None:
@@ -64,7 +82,13 @@ class AuditTrail:
                                 | {i for t, i, _ in event.resources if t == "Patient"})
         tx.create(audit.audit_event(event, recorded))
 
-    # -- queued ------------------------------------------------------------------------------
+    # -- queued, then journalled -----------------------------------------------------------
+    def touch(self) -> None:
+        """A request has arrived: the process is not idle."""
+        self._last_request = time.monotonic()
+        if self._thread is None or not self._thread.is_alive():
+            self._ensure_thread()  # (also works off a journal left by a previous run)
+
     def record_later(self, event: audit.Interaction) -> None:
         event.recorded = event.recorded or now_instant()
         self._queue.put(event)
@@ -72,7 +96,7 @@ class AuditTrail:
         if queued > self.queue_limit:
             self._wake.set()
             if queued > self.queue_limit * HARD_LIMIT_FACTOR:
-                self.flush()  # last resort: the queue may not grow without end
+                self._journal_queued()  # last resort: the queue may not grow without end
         self._ensure_thread()
 
     @property
@@ -88,7 +112,14 @@ class AuditTrail:
             await asyncio.sleep(0.01)
 
     def flush(self) -> int:
-        """Store every queued event now; returns how many."""
+        """Make every recorded event an AuditEvent resource now (before AuditEvents are read);
+        returns how many were still queued."""
+        queued = self._journal_queued()
+        self.materialise()
+        return queued
+
+    def _journal_queued(self) -> int:
+        """Append every queued event to the journal; returns how many."""
         with self._lock:
             events: list[audit.Interaction] = []
             while len(events) < 100_000:
@@ -99,24 +130,57 @@ class AuditTrail:
                 if item is not None:
                     events.append(item)
             for start in range(0, len(events), BATCH):
-                self._store(events[start:start + BATCH])
+                self._journal(events[start:start + BATCH])
             return len(events)
 
-    def _store(self, events: list[audit.Interaction]) -> None:
+    def _journal(self, events: list[audit.Interaction]) -> None:
         try:
             with self.repo.transaction(SYSTEM, write=True) as tx:
                 about = patients_by_key(tx.conn, {(t, i) for e in events for t, i, _ in e.resources})
-                records = []
+                rows = []
                 for event in events:
                     found = set(event.patients)
                     for t, i, _ in event.resources:
                         found |= about[(t, i)]
                     event.patients = sorted(found)
-                    records.append(audit.audit_event(event, event.recorded or now_instant()))
-                tx.create_records(records)  # one INSERT per table for the batch
+                    rows.append({"content": jsonio.dumps(audit.audit_event(event, event.recorded or now_instant()))})
+                insert_rows(tx.conn, J, rows)
+            self._journal_pending = True
         except Exception:  # the trail must not take the server down; say so loudly
-            log.exception("could not store %d audit events", len(events))
+            log.exception("could not record %d audit events", len(events))
 
+    # -- journal rows become AuditEvent resources --------------------------------------------
+    def materialise(self, batches: int | None = None) -> int:
+        """Store journal rows as AuditEvent resources, `BATCH` per transaction, oldest first,
+        until the journal is empty (or `batches` are done); returns how many."""
+        done = 0
+        while batches is None or batches > 0:
+            stored = self._materialise_batch()
+            done += stored
+            if stored == 0:
+                self._journal_pending = False
+                break
+            if batches is not None:
+                batches -= 1
+        return done
+
+    def _materialise_batch(self) -> int:
+        try:
+            with self.repo.transaction(SYSTEM, write=True) as tx:
+                claim = select(J.c.seq, J.c.content).order_by(J.c.seq).limit(BATCH)
+                if tx.conn.dialect.name == "postgresql":  # another process takes other rows meanwhile
+                    claim = claim.with_for_update(skip_locked=True)
+                rows = tx.conn.execute(claim).all()
+                if not rows:
+                    return 0
+                tx.create_records([jsonio.loads_stored(r.content) for r in rows])
+                tx.conn.execute(delete(J).where(J.c.seq.in_([r.seq for r in rows])))
+                return len(rows)
+        except Exception:
+            log.exception("could not store audit journal rows as AuditEvents")
+            return 0
+
+    # -- the writer thread -------------------------------------------------------------------
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
@@ -125,13 +189,19 @@ class AuditTrail:
                 self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
                 self._thread.start()
 
+    def _idle(self) -> bool:
+        return time.monotonic() - self._last_request >= IDLE_SECONDS
+
     def _run(self) -> None:
         while not self._stopping.is_set():
-            if not self.backlogged:  # behind: no pause between rounds
+            if not self.backlogged and not (self._journal_pending and self._idle()):  # else: no pause
                 self._wake.wait(FLUSH_SECONDS)
             self._wake.clear()
             if not self._queue.empty():
-                self.flush()
+                self._journal_queued()
+            if self._journal_pending and self._idle() and not self._stopping.is_set():
+                if self.materialise(batches=1) == 0:
+                    self._journal_pending = False
 
     def close(self) -> None:
         self._stopping.set()

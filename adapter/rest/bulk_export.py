@@ -164,6 +164,8 @@ class Exporter:
         with engine.connect() as conn:
             job = conn.execute(select(J).where(J.c.id == job_id)).first()
         caller = _caller_from(json.loads(job.caller))
+        if "AuditEvent" in json.loads(job.types):
+            self.trail.flush()  # the audit journal's events up to now, as resources
         try:
             patients = self._group_members(caller, job.group_id) if job.level == "group" else None
             exported_patients, sample, seq = set(), [], 0

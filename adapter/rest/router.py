@@ -97,7 +97,7 @@ class FhirRouter:
         name, operation = audit.interaction_of(req.method, req.path)
         event = audit.Interaction(caller, name, req.method, req.url, 0, operation=operation, address=address,
                                   query=req.url if name.startswith("search") else None)
-        if req.path[:1] == ["AuditEvent"]:
+        if _may_return_audit_events(req):
             self.trail.flush()  # "who has seen this child" includes the reads of a moment ago
         try:
             response, tx = self._handle(caller, req, base, event)
@@ -580,6 +580,20 @@ READ_ONLY_POSTS = {"_search", "$validate", "$extract"}
 def _is_transaction(req: FhirRequest) -> bool:
     return isinstance(req.body, dict) and req.body.get("resourceType") == "Bundle" and \
         req.body.get("type") == "transaction"
+
+
+def _may_return_audit_events(req: FhirRequest) -> bool:
+    """Whether the answer may hold AuditEvents (the audit trail's journal is stored as resources
+    first): anything about AuditEvents, system-level searches and history, `_revinclude`,
+    `_type` or `_has` naming them, and bulk export kick-offs."""
+    path = req.path
+    if path[:1] == ["AuditEvent"] or path[-1:] == ["$export"]:
+        return True
+    if req.method == "POST" and path != ["_search"]:
+        return False
+    if path in ([], ["_search"], ["_history"]):
+        return True
+    return any("AuditEvent" in name or "AuditEvent" in value for name, value in req.params)
 
 
 def _is_search(req: FhirRequest) -> bool:

@@ -16,7 +16,7 @@ from sqlmodel import SQLModel
 
 from . import tables
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # Connections per engine (per server process). A process runs up to 40 requests at once in its
 # thread pool, plus reads on its event loop, the audit writer and the outbox worker. An overflow
 # connection is opened (PRAGMAs, or a PostgreSQL backend process) and closed again on every use,
@@ -118,9 +118,15 @@ def _create_v6(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=tables.V6_TABLES)
 
 
+def _create_v7(conn: Connection) -> None:
+    """The audit journal: read events recorded cheaply, made AuditEvent resources when idle."""
+    SQLModel.metadata.create_all(conn, tables=tables.V7_TABLES)
+
+
 # Ordered upgrade steps: (version reached, function). A new schema change appends a step.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _create_v1), (2, _create_v2), (3, _create_v3),
-                                                              (4, _create_v4), (5, _create_v5), (6, _create_v6)]
+                                                              (4, _create_v4), (5, _create_v5), (6, _create_v6),
+                                                              (7, _create_v7)]
 
 
 def current_version(conn: Connection) -> int:

@@ -379,3 +379,20 @@ class Oc2FactRow(SQLModel, table=True):
 
 oc2_fact_table = Oc2FactRow.__table__
 V6_TABLES = [assessment_fact_table, oc2_fact_table]
+
+
+class AuditJournalRow(SQLModel, table=True):
+    """The audit events of reads, searches and refusals, as they are recorded: the AuditEvent
+    JSON, appended in batches (adapter/rest/audit.py). They become AuditEvent resources (current
+    and version rows, index rows) when the server is idle, and before anything that may return
+    AuditEvents is answered; a row is deleted in the transaction that stores its resource."""
+
+    __tablename__ = "audit_journal"
+
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"),
+                                                           primary_key=True, autoincrement=True))
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+audit_journal_table = AuditJournalRow.__table__
+V7_TABLES = [audit_journal_table]

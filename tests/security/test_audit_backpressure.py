@@ -1,10 +1,12 @@
 """The audit trail under a flood of reads: no read goes unrecorded, and the queue of events
-waiting to be stored stays bounded because responses wait for the writer (config [audit]
-queue_limit), not because one request stores the whole queue while the server stands still."""
+waiting to be recorded stays bounded because responses wait for the writer (config [audit]
+queue_limit), not because one request records the whole queue while the server stands still.
+Every recorded read is an AuditEvent by the time AuditEvents are searched."""
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
@@ -18,11 +20,13 @@ READS = 600
 
 
 def stored_read_events(db_path) -> int:
-    """Read AuditEvents stored so far, counted in the database itself (a search of AuditEvents
-    through the API would first store whatever is queued)."""
+    """Read events recorded so far, in the audit journal or already AuditEvent resources, counted
+    in the database itself (a search of AuditEvents through the API would first store whatever
+    is queued)."""
     with sqlite3.connect(db_path) as db:
-        return db.execute("SELECT count(*) FROM idx_token WHERE res_type = 'AuditEvent' "
-                          "AND param = 'subtype' AND code = 'read'").fetchone()[0]
+        journal = db.execute("SELECT count(*) FROM audit_journal").fetchone()[0]
+        return journal + db.execute("SELECT count(*) FROM idx_token WHERE res_type = 'AuditEvent' "
+                                    "AND param = 'subtype' AND code = 'read'").fetchone()[0]
 
 
 def test_a_flood_of_reads_is_all_audited_with_a_bounded_queue(tmp_path):
@@ -46,3 +50,21 @@ def test_a_flood_of_reads_is_all_audited_with_a_bounded_queue(tmp_path):
         found = session.get(f"{base}/AuditEvent", params={"entity": url.split("/fhir/")[1], "subtype": "read",
                                                           "_summary": "count"}, headers=ADMIN_HEADERS)
         assert found.json()["total"] == READS
+
+
+def test_recorded_reads_become_audit_events_once_the_server_is_idle(tmp_path):
+    """Reads are first recorded in the audit journal; with no request for a moment, the server
+    stores them as AuditEvent resources by itself (nobody has to search for them first)."""
+    db_path = tmp_path / "adapter.sqlite3"
+    with running_server(f"sqlite:///{db_path}") as base:
+        made = requests.post(f"{base}/Patient", json={"resourceType": "Patient"}, headers=ADMIN_HEADERS)
+        url = f"{base}/Patient/{made.json()['id']}"
+        assert all(requests.get(url, headers=ADMIN_HEADERS).status_code == 200 for _ in range(30))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with sqlite3.connect(db_path) as db:
+                journal = db.execute("SELECT count(*) FROM audit_journal").fetchone()[0]
+            if journal == 0 and stored_read_events(db_path) == 30:
+                break
+            time.sleep(0.2)
+        assert (journal, stored_read_events(db_path)) == (0, 30)
