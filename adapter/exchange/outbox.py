@@ -72,6 +72,9 @@ def claim(engine: Engine, worker: str, rules: DeliveryRules, limit: int = 10) ->
     now = utcnow()
     due = or_(and_(O.c.status == PENDING, O.c.next_attempt_at <= now),
               and_(O.c.status == DELIVERING, O.c.claimed_until < now))
+    with engine.connect() as conn:  # most polls find nothing: no write lock for those
+        if conn.execute(select(O.c.id).where(due).limit(1)).first() is None:
+            return []
     with engine.connect().execution_options(write=True) as conn, conn.begin():
         stmt = select(O.c.id).where(due).order_by(O.c.id).limit(limit)
         if engine.dialect.name == "postgresql":

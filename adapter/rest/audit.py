@@ -11,11 +11,12 @@ the read itself. So their events go a cheaper way, in two steps:
    JSON to the audit journal (a table, one row per event; one transaction per batch, at most
    `FLUSH_SECONDS` later). From then on the record is durable.
 2. made a resource: journal rows become AuditEvent resources, the journal row deleted in the
-   same transaction, when the server process has been idle for `IDLE_SECONDS`, and before
+   same transaction, when the server process has been idle for `IDLE_SECONDS` and the machine
+   is not busy (`MACHINE_BUSY`: another server process may be serving requests), and before
    anything that may return AuditEvents is answered (`flush`: a search or read of AuditEvents,
-   a system-level search or history, a `_revinclude` of them, a bulk export of them), and at
-   shutdown. Under a long peak the journal grows and is worked off when the peak ends
-   (docs/performance.md measures how fast).
+   a system-level search or history, a `_revinclude` of them, a bulk export of them). At
+   shutdown the queue is journalled and the journal left for the next start. Under a long peak
+   the journal grows and is worked off when the peak ends (docs/performance.md measures how fast).
 
 Back-pressure: when requests come faster than the writer thread records their events, the
 queue must not grow without end (memory, and events lost on a crash). Above `queue_limit`
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
 import time
@@ -46,9 +48,11 @@ from ..store.tables import audit_journal_table
 
 log = logging.getLogger("lac_adapter.audit")
 J = audit_journal_table
-FLUSH_SECONDS = 0.2
+FLUSH_SECONDS = 0.05  # small batches: the writer holds the interpreter lock for short spells
 IDLE_SECONDS = 0.5    # no request for this long: the process turns journal rows into resources
 BATCH = 500
+IDLE_BATCH = 50       # journal rows per transaction in idle time (~20 ms: a request arriving waits little)
+MACHINE_BUSY = 0.5    # ... and only while the machine's cores are less busy than this
 QUEUE_LIMIT = 5000    # default of config [audit] queue_limit: above it, responses wait (wait_for_room)
 HARD_LIMIT_FACTOR = 10  # above limit x this, the request records the queue itself
 ROOM_WAIT_SECONDS = 10.0  # a response waits at most this long (a writer that cannot store logs why)
@@ -69,6 +73,7 @@ class AuditTrail:
         self._wake = threading.Event()  # set when the queue is over the limit: no pause then
         self._last_request = 0.0        # time.monotonic() of the latest request (touch)
         self._journal_pending = True    # journal rows may be waiting (a previous run's, too)
+        self._machine = MachineLoad()
 
     # -- in the write's own transaction ----------------------------------------------------
     def record_write(self, tx: Transaction, event: audit.Interaction) -> None:
@@ -150,12 +155,12 @@ class AuditTrail:
             log.exception("could not record %d audit events", len(events))
 
     # -- journal rows become AuditEvent resources --------------------------------------------
-    def materialise(self, batches: int | None = None) -> int:
-        """Store journal rows as AuditEvent resources, `BATCH` per transaction, oldest first,
+    def materialise(self, batches: int | None = None, size: int = BATCH) -> int:
+        """Store journal rows as AuditEvent resources, `size` per transaction, oldest first,
         until the journal is empty (or `batches` are done); returns how many."""
         done = 0
         while batches is None or batches > 0:
-            stored = self._materialise_batch()
+            stored = self._materialise_batch(size)
             done += stored
             if stored == 0:
                 self._journal_pending = False
@@ -164,10 +169,10 @@ class AuditTrail:
                 batches -= 1
         return done
 
-    def _materialise_batch(self) -> int:
+    def _materialise_batch(self, size: int) -> int:
         try:
             with self.repo.transaction(SYSTEM, write=True) as tx:
-                claim = select(J.c.seq, J.c.content).order_by(J.c.seq).limit(BATCH)
+                claim = select(J.c.seq, J.c.content).order_by(J.c.seq).limit(size)
                 if tx.conn.dialect.name == "postgresql":  # another process takes other rows meanwhile
                     claim = claim.with_for_update(skip_locked=True)
                 rows = tx.conn.execute(claim).all()
@@ -190,25 +195,67 @@ class AuditTrail:
                 self._thread.start()
 
     def _idle(self) -> bool:
-        return time.monotonic() - self._last_request >= IDLE_SECONDS
+        """No request in this process for `IDLE_SECONDS`, and the machine's cores not busy with
+        other work (another server process's requests): background work must not slow them."""
+        if time.monotonic() - self._last_request < IDLE_SECONDS:
+            return False
+        return self._machine.busy() < MACHINE_BUSY
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            if not self.backlogged and not (self._journal_pending and self._idle()):  # else: no pause
+            idle = self._journal_pending and self._idle()
+            if not self.backlogged and not idle:  # else: no pause
                 self._wake.wait(FLUSH_SECONDS)
             self._wake.clear()
             if not self._queue.empty():
                 self._journal_queued()
-            if self._journal_pending and self._idle() and not self._stopping.is_set():
-                if self.materialise(batches=1) == 0:
-                    self._journal_pending = False
+            if idle and not self._stopping.is_set():
+                self.materialise(batches=1, size=IDLE_BATCH)
 
     def close(self) -> None:
+        """Record what is still queued; the journal's rows wait for the next start (they are
+        durable, and making a long peak's worth of them resources would hold up the shutdown)."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(5)
-        self.flush()
+        self._journal_queued()
 
 
 UNPROVENANCED = frozenset({"Provenance", "AuditEvent"})
+
+
+class MachineLoad:
+    """How busy the machine's cores were with work other than this process's, over the last
+    quarter of a second or more (Linux /proc/stat; elsewhere always 0, and only the process's
+    own idleness counts)."""
+
+    WINDOW = 0.25  # seconds: /proc/stat counts in hundredths of a second
+
+    def __init__(self) -> None:
+        self._last = self._read()
+        self._busy = 0.0
+
+    @staticmethod
+    def _read() -> tuple[float, int, int, float] | None:
+        """(monotonic time, all ticks, idle ticks, this process's CPU seconds)."""
+        try:
+            with open("/proc/stat", "rb") as fh:
+                fields = [int(x) for x in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return time.monotonic(), sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0), time.process_time()
+
+    def busy(self) -> float:
+        last = self._last
+        if last is not None and time.monotonic() - last[0] < self.WINDOW:
+            return self._busy
+        now = self._read()
+        self._last = now
+        if now is None or last is None or now[1] <= last[1]:
+            self._busy = 0.0
+            return 0.0
+        ticks = now[1] - last[1]
+        own = (now[3] - last[3]) * os.sysconf("SC_CLK_TCK")
+        self._busy = max(0.0, (ticks - (now[2] - last[2]) - own) / ticks)
+        return self._busy

@@ -120,9 +120,12 @@ class FhirRouter:
         write = (req.method in ("POST", "PUT", "PATCH", "DELETE") and not _is_search(req)) \
             or (req.method == "GET" and req.path[-1:] == ["$export"])  # a kick-off records its job
         request_id = req.header("x-request-id") if write else None
+        path = req.path
+        by_id = req.method in ("GET", "HEAD") and (len(path) == 2 or (len(path) == 4 and path[2] == "_history")) \
+            and path[0] != "AuditEvent" and not path[1].startswith(("$", "_"))  # read, vread
         for attempt in (1, 2):
             try:
-                with self.repo.transaction(caller, write=write, base_url=base) as tx:
+                with self.repo.transaction(caller, write=write, base_url=base, snapshot=not by_id) as tx:
                     if request_id:
                         prior = inbound.replay(tx.conn, caller.client_id, request_id)
                         if prior is not None:

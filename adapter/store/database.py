@@ -57,8 +57,12 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get("write", False):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif options.get("snapshot", True):
+            conn.exec_driver_sql("BEGIN")
+        # else: each statement is its own read (Repository.transaction(snapshot=False))
 
 
 def is_sqlite(engine: Engine) -> bool:
