@@ -78,11 +78,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
 
     endpoint = FhirEndpoint(router, settings, authenticator)
+    # Routes are matched in order, for every request: the FHIR mount right after the routes it
+    # would otherwise swallow (/fhir/token, /fhir/openapi.json, ...), the dashboard after it.
     app.router.routes.extend(auth_routes(authenticator, settings.base_url))  # before the /fhir mount
-    app.router.routes.extend(dashboard_routes(router, authenticator, settings))
     app.router.routes.append(Route("/fhir/openapi.json", _openapi_endpoint(router, settings)))
     app.router.routes.append(Route("/fhir", endpoint))  # the base itself: transactions, system search
     app.mount("/fhir", endpoint)
+    app.router.routes.extend(dashboard_routes(router, authenticator, settings))
     install_hardening(app, settings)  # security headers, CORS, limits, rate limit, errors as OperationOutcome
     return app
 
